@@ -1,0 +1,137 @@
+"""The one loader: safetensors checkpoints (single file or sharded index) <-> MindSpore parameters.
+
+Loading is strict and checked before anything is written: every tensor name in the checkpoint must map to
+exactly one parameter of the model with the same shape, or a ``CheckpointError`` lists what is missing,
+unexpected or mis-shaped. Tensors are read one at a time and cast to the parameter's dtype as they go, so the
+peak host memory stays near the size of the model in its target dtype.
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+
+import mindspore as ms
+from mindspore import Tensor
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as it is; the message says what and where."""
+
+
+def _numpy_dtype_name(np_dtype):
+    return np.dtype(np_dtype).name
+
+
+def checkpoint_files(directory):
+    """The safetensors files of a checkpoint folder, from its index when sharded."""
+    single = os.path.join(directory, SINGLE_FILE)
+    index = os.path.join(directory, INDEX_FILE)
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map = json.load(f)["weight_map"]
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{index} is not a valid safetensors index ({e}); re-download or re-save it") from e
+        files = sorted(set(weight_map.values()))
+        missing = [f for f in files if not os.path.isfile(os.path.join(directory, f))]
+        if missing:
+            raise CheckpointError(f"shards named in {index} are missing: {missing}")
+        return [os.path.join(directory, f) for f in files]
+    if os.path.isfile(single):
+        return [single]
+    raise CheckpointError(f"no {SINGLE_FILE} or {INDEX_FILE} in {directory!r}; pass a folder saved by save_pretrained "
+                          "or downloaded from the BAAI release")
+
+
+def read_header(files):
+    """{name: (shape, dtype string, file)} from the files' headers only (no tensor data is read)."""
+    entries = {}
+    for path in files:
+        try:
+            with safe_open(path, framework="numpy") as f:
+                for name in f.keys():
+                    tensor_slice = f.get_slice(name)
+                    if name in entries:
+                        raise CheckpointError(f"tensor {name!r} appears in both {entries[name][2]} and {path}")
+                    entries[name] = (tuple(tensor_slice.get_shape()), tensor_slice.get_dtype(), path)
+        except SafetensorError as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be truncated or "
+                                  "corrupt — download or save it again") from e
+    return entries
+
+
+def _format_problems(missing, unexpected, mismatched, limit=20):
+    lines = []
+    for title, items in (("missing from the checkpoint", missing), ("unexpected in the checkpoint", unexpected),
+                         ("shape mismatch (checkpoint vs model)", mismatched)):
+        if items:
+            shown = ", ".join(items[:limit]) + (f", … (+{len(items) - limit} more)" if len(items) > limit else "")
+            lines.append(f"  {len(items)} {title}: {shown}")
+    return "\n".join(lines)
+
+
+def load_checkpoint(model, directory, rename=None):
+    """Load a checkpoint folder into ``model`` strictly. ``rename(name) -> name`` maps checkpoint names to ours."""
+    rename = rename or (lambda name: name)
+    params = dict(model.parameters_and_names())
+    header = read_header(checkpoint_files(directory))
+    by_param = {}
+    for name, (shape, dtype, path) in header.items():
+        by_param.setdefault(rename(name), []).append(name)
+    duplicates = [f"{k} <- {v}" for k, v in by_param.items() if len(v) > 1]
+    if duplicates:
+        raise CheckpointError(f"several checkpoint tensors map to one parameter: {duplicates}")
+    missing = sorted(set(params) - set(by_param))
+    unexpected = sorted(by_param[k][0] for k in set(by_param) - set(params))
+    mismatched = sorted(
+        f"{names[0]} {list(header[names[0]][0])} vs {list(params[k].shape)}"
+        for k, names in by_param.items() if k in params and tuple(header[names[0]][0]) != tuple(params[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        raise CheckpointError(f"checkpoint in {directory!r} does not fit {type(model).__name__} "
+                              f"(does config.json match the weights?):\n{_format_problems(missing, unexpected, mismatched)}")
+    # Validated: now stream the data, one tensor at a time, shard by shard.
+    for path in sorted({entry[2] for entry in header.values()}):
+        with safe_open(path, framework="numpy") as f:
+            for name in f.keys():
+                param = params[rename(name)]
+                try:
+                    array = f.get_tensor(name)
+                except SafetensorError as e:
+                    raise CheckpointError(f"cannot read {name!r} from {path}: {e}") from e
+                param.set_data(_to_param_dtype(array, param.dtype))
+    return model
+
+
+def _to_param_dtype(array, dtype):
+    if dtype in (ms.bfloat16,):  # numpy has no bf16: go through a MindSpore cast
+        return Tensor(array.astype(np.float32)).astype(dtype)
+    return Tensor(array).astype(dtype) if Tensor(array).dtype != dtype else Tensor(array)
+
+
+def _to_numpy(param):
+    if param.dtype == ms.bfloat16:
+        return param.astype(ms.float32).asnumpy()
+    return param.asnumpy()
+
+
+def save_checkpoint(model, directory, rename=None, metadata=None):
+    """Write ``model``'s parameters to ``directory/model.safetensors`` (atomically: temp file, then rename)."""
+    rename = rename or (lambda name: name)
+    os.makedirs(directory, exist_ok=True)
+    tensors = {rename(name): np.array(_to_numpy(p), order="C") for name, p in model.parameters_and_names()}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})})
+        os.replace(tmp, os.path.join(directory, SINGLE_FILE))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

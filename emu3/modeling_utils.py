@@ -1,0 +1,35 @@
+"""Shared ``from_pretrained`` / ``save_pretrained`` for the models (one loader, one precision policy)."""
+
+from mindspore import nn
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .device import device_target
+from .nn.precision import PrecisionPolicy, apply_precision
+
+
+class PreTrainedModel(nn.Cell):
+    config_class = None
+    # Per model: maps a published tensor name to ours (identity when the module tree mirrors the release).
+    checkpoint_rename = None
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def from_pretrained(cls, directory, config=None, dtype=None, precision: PrecisionPolicy = None):
+        """Build from ``directory/config.json`` and load its safetensors strictly, then apply the precision policy.
+
+        ``dtype`` ("fp32", "bf16", "fp16") picks the device's policy for that dtype; ``precision`` gives one explicitly.
+        """
+        device_target()  # initialise the device before the first tensor is made
+        config = config or cls.config_class.from_pretrained(directory)
+        model = cls(config)
+        load_checkpoint(model, directory, rename=cls.checkpoint_rename)
+        apply_precision(model, precision or PrecisionPolicy.for_device(dtype))
+        model.set_train(False)
+        return model
+
+    def save_pretrained(self, directory):
+        self.config.save_pretrained(directory)
+        save_checkpoint(self, directory)

@@ -1,0 +1,110 @@
+"""Layers that run on CPU and Ascend alike, named like their PyTorch counterparts.
+
+MindSpore's own ``nn.GroupNorm``/``nn.BatchNorm3d`` call their parameters ``gamma``/``beta``/``moving_*`` and
+``mint``'s versions are Ascend-only, so the few layers whose names or kernels differ are written here once.
+A layer with a ``precision_role`` gets its compute dtype from the precision policy (see ``precision.py``);
+``compute_dtype = None`` means "compute in the dtype of the input".
+"""
+
+import math
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import HeNormal, Uniform, initializer
+
+
+class Conv3d(nn.Cell):
+    """Padding-free 3-D convolution with PyTorch parameter names (callers pad explicitly)."""
+
+    # Ascend's Conv3D has no bf16 kernel, so the policy may run this layer in fp16 inside a bf16 model.
+    precision_role = "conv3d"
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, bias=True):
+        super().__init__()
+        kernel_size = (kernel_size,) * 3 if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+        self.weight = Parameter(
+            initializer(HeNormal(mode="fan_out", nonlinearity="relu"), (out_channels, in_channels, *kernel_size))
+        )
+        fan_in = in_channels * int(np.prod(kernel_size))
+        self.bias = Parameter(initializer(Uniform(1 / math.sqrt(fan_in)), (out_channels,))) if bias else None
+        self.compute_dtype = None
+
+    def construct(self, x):
+        out_dtype = x.dtype
+        if self.compute_dtype is not None:
+            x = x.astype(self.compute_dtype)
+        weight = self.weight.astype(x.dtype)
+        bias = None if self.bias is None else self.bias.astype(x.dtype)
+        return ops.conv3d(x, weight, bias, stride=self.stride).astype(out_dtype)
+
+
+class BatchNorm3d(nn.Cell):
+    """BatchNorm over (N, C, T, H, W) computed in fp32, with PyTorch's buffers and update rule."""
+
+    precision_role = "fp32"
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = Parameter(Tensor(np.ones(num_features, np.float32)))
+        self.bias = Parameter(Tensor(np.zeros(num_features, np.float32)))
+        self.running_mean = Parameter(Tensor(np.zeros(num_features, np.float32)), requires_grad=False)
+        self.running_var = Parameter(Tensor(np.ones(num_features, np.float32)), requires_grad=False)
+        # Kept only so the released checkpoint round-trips (PyTorch uses it when momentum is None).
+        self.num_batches_tracked = Parameter(Tensor(0, ms.int64), requires_grad=False)
+        self.compute_dtype = ms.float32
+
+    def construct(self, x):
+        out_dtype = x.dtype
+        x = x.astype(self.compute_dtype)
+        if self.training:
+            axes = (0, 2, 3, 4)
+            mean = x.mean(axis=axes)
+            var = ((x - mean.reshape(1, -1, 1, 1, 1)) ** 2).mean(axis=axes)
+            count = x.size // x.shape[1]
+            unbiased = var * (count / max(count - 1, 1))
+            ops.assign(self.running_mean, (1 - self.momentum) * self.running_mean + self.momentum * mean)
+            ops.assign(self.running_var, (1 - self.momentum) * self.running_var + self.momentum * unbiased)
+            ops.assign_add(self.num_batches_tracked, Tensor(1, ms.int64))
+        else:
+            mean, var = self.running_mean, self.running_var
+        shape = (1, -1, 1, 1, 1)
+        scale = self.weight.astype(x.dtype) * ops.rsqrt(var + self.eps)
+        shift = self.bias.astype(x.dtype) - mean * scale
+        return (x * scale.reshape(shape) + shift.reshape(shape)).astype(out_dtype)
+
+
+class GroupNorm(nn.Cell):
+    """GroupNorm with PyTorch parameter names (``weight``/``bias``), computed in the input dtype."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-6):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: {num_channels} channels cannot be split into {num_groups} groups")
+        self.num_groups = num_groups
+        self.eps = eps
+        self.weight = Parameter(Tensor(np.ones(num_channels, np.float32)))
+        self.bias = Parameter(Tensor(np.zeros(num_channels, np.float32)))
+
+    def construct(self, x):
+        return ops.group_norm(x, self.num_groups, self.weight.astype(x.dtype), self.bias.astype(x.dtype), self.eps)
+
+
+def upsample_nearest(x, factors):
+    """Nearest-neighbour upsampling of the trailing ``len(factors)`` axes by integer factors.
+
+    For integer ratios PyTorch's ``mode="nearest"`` is exactly a repeat of every element, done here with a
+    broadcast + reshape so it is cheap and shape-static in graph mode.
+    """
+    lead = x.shape[: x.ndim - len(factors)]
+    spatial = x.shape[x.ndim - len(factors):]
+    expanded, target, final = list(lead), list(lead), list(lead)
+    for size, factor in zip(spatial, factors):
+        expanded += [size, 1]
+        target += [size, factor]
+        final.append(size * factor)
+    return ops.broadcast_to(x.reshape(tuple(expanded)), tuple(target)).reshape(tuple(final))

@@ -1,0 +1,405 @@
+"""The Emu3 vision tokenizer: a causal 3-D VQ autoencoder (MoVQ style) in MindSpore.
+
+Module attributes are named exactly like the released ``BAAI/Emu3-VisionTokenizer`` state dict, so loading
+is a lookup. Images are (B, 3, H, W) in [-1, 1]; videos (B, T, 3, H, W) with T a multiple of the temporal
+factor (4). Codes are (B, H/8, W/8) for images and (B, T/4, H/8, W/8) for videos.
+"""
+
+import math
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import Parameter, nn, ops
+from mindspore.common.initializer import Uniform, initializer
+
+from ..modeling_utils import PreTrainedModel
+from ..nn.layers import BatchNorm3d, Conv3d, GroupNorm, upsample_nearest
+from .configuration_emu3visionvq import Emu3VisionVQConfig
+
+
+def silu(x):
+    return x * ops.sigmoid(x)
+
+
+def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0):
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad", padding=padding,
+                     has_bias=True)
+
+
+class CausalConv3d(nn.Cell):
+    """3-D conv that only looks back in time: 2 frames of zero padding in front, none behind; 'same' in space."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=(3, 1, 1), stride=(1, 1, 1)):
+        super().__init__()
+        kernel_size = (kernel_size,) * 3 if isinstance(kernel_size, int) else tuple(kernel_size)
+        stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+        pad_h, pad_w = (k - s for k, s in zip(kernel_size[1:], stride[1:]))
+        # ops.pad takes pairs from the last axis backwards: (W before, W after, H…, T…).
+        self.padding = (pad_w - pad_w // 2, pad_w // 2, pad_h - pad_h // 2, pad_h // 2, 2, 0)
+        self.conv = Conv3d(in_channels, out_channels, kernel_size, stride=stride)
+
+    def construct(self, x):
+        return self.conv(ops.pad(x, self.padding))
+
+
+class ResnetTemporalBlock(nn.Cell):
+    """BatchNorm3d -> SiLU -> causal conv, twice, plus identity (only ever built with in == out channels)."""
+
+    def __init__(self, channels, dropout=0.0):
+        super().__init__()
+        self.norm1 = BatchNorm3d(channels)
+        self.conv1 = CausalConv3d(channels, channels, kernel_size=3)
+        self.norm2 = BatchNorm3d(channels)
+        self.dropout = nn.Dropout(p=dropout)
+        self.conv2 = CausalConv3d(channels, channels, kernel_size=3)
+
+    def construct(self, x):
+        h = self.conv1(silu(self.norm1(x)))
+        h = self.conv2(self.dropout(silu(self.norm2(h))))
+        return x + h
+
+
+class TemporalDownsample(nn.Cell):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = CausalConv3d(channels, channels, kernel_size=(4, 3, 3), stride=(2, 1, 1))
+
+    def construct(self, x):
+        return self.conv(x)
+
+
+class TemporalUpsample(nn.Cell):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = CausalConv3d(channels, channels, kernel_size=(3, 3, 3))
+
+    def construct(self, x):
+        b, c, t, h, w = x.shape
+        # Nearest x2 along time == every frame repeated twice.
+        x = upsample_nearest(x.transpose(0, 1, 3, 4, 2), (2,)).transpose(0, 1, 4, 2, 3)
+        return self.conv(x)
+
+
+class SpatialNorm(nn.Cell):
+    """GroupNorm whose scale and shift are predicted from the quantised latents zq (decoder only)."""
+
+    def __init__(self, channels, zq_channels):
+        super().__init__()
+        self.norm_layer = GroupNorm(32, channels, eps=1e-6)
+        self.conv_y = conv2d(zq_channels, channels, 1)
+        self.conv_b = conv2d(zq_channels, channels, 1)
+
+    def construct(self, x, zq):
+        zq = upsample_nearest(zq, (x.shape[2] // zq.shape[2], x.shape[3] // zq.shape[3]))
+        return self.norm_layer(x) * self.conv_y(zq) + self.conv_b(zq)
+
+
+def make_norm(channels, zq_channels=None):
+    return GroupNorm(32, channels, eps=1e-6) if zq_channels is None else SpatialNorm(channels, zq_channels)
+
+
+def apply_norm(norm, x, zq):
+    return norm(x) if zq is None else norm(x, zq)
+
+
+class ResnetBlock(nn.Cell):
+    def __init__(self, in_channels, out_channels, dropout=0.0, zq_channels=None):
+        super().__init__()
+        self.norm1 = make_norm(in_channels, zq_channels)
+        self.conv1 = conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = make_norm(out_channels, zq_channels)
+        self.dropout = nn.Dropout(p=dropout)
+        self.conv2 = conv2d(out_channels, out_channels, 3, padding=1)
+        self.nin_shortcut = conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+
+    def construct(self, x, zq=None):
+        h = self.conv1(silu(apply_norm(self.norm1, x, zq)))
+        h = self.conv2(self.dropout(silu(apply_norm(self.norm2, h, zq))))
+        if self.nin_shortcut is not None:
+            x = self.nin_shortcut(x)
+        return x + h
+
+
+class AttnBlock(nn.Cell):
+    """Single-head self-attention over all spatial positions of a frame, with 1x1-conv projections."""
+
+    def __init__(self, channels, zq_channels=None):
+        super().__init__()
+        self.norm = make_norm(channels, zq_channels)
+        self.q = conv2d(channels, channels, 1)
+        self.k = conv2d(channels, channels, 1)
+        self.v = conv2d(channels, channels, 1)
+        self.proj_out = conv2d(channels, channels, 1)
+        self.scale = channels ** -0.5
+
+    def construct(self, x, zq=None):
+        b, c, h, w = x.shape
+        normed = apply_norm(self.norm, x, zq)
+        q = self.q(normed).reshape(b, c, h * w).transpose(0, 2, 1)  # (B, HW, C)
+        k = self.k(normed).reshape(b, c, h * w)  # (B, C, HW)
+        v = self.v(normed).reshape(b, c, h * w)
+        weights = ops.softmax(ops.bmm(q, k) * self.scale, axis=-1)  # (B, HW query, HW key)
+        out = ops.bmm(v, weights.transpose(0, 2, 1)).reshape(b, c, h, w)
+        return x + self.proj_out(out)
+
+
+class Downsample(nn.Cell):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = conv2d(channels, channels, 3, stride=2)
+
+    def construct(self, x):
+        # Asymmetric zero padding (right and bottom only), as the released model was trained with.
+        return self.conv(ops.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Cell):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = conv2d(channels, channels, 3, padding=1)
+
+    def construct(self, x):
+        return self.conv(upsample_nearest(x, (2, 2)))
+
+
+class Stage(nn.Cell):
+    """One resolution level: res blocks, optional attention after each, optional resampling at the end."""
+
+    def __init__(self, widths, dropout, with_attn, resample=None, zq_channels=None):
+        super().__init__()
+        self.block = nn.CellList([ResnetBlock(i, o, dropout, zq_channels) for i, o in widths])
+        self.attn = nn.CellList([AttnBlock(o, zq_channels) for _, o in widths] if with_attn else [])
+        self.has_attn = with_attn
+        if resample is not None:
+            setattr(self, resample[0], resample[1](widths[-1][1]))
+        self.resample_name = None if resample is None else resample[0]
+
+    def construct(self, x, zq=None):
+        for i, block in enumerate(self.block):
+            x = block(x, zq)
+            if self.has_attn:
+                x = self.attn[i](x, zq)
+        if self.resample_name == "downsample":
+            x = self.downsample(x)
+        elif self.resample_name == "upsample":
+            x = self.upsample(x)
+        return x
+
+
+class MidBlock(nn.Cell):
+    def __init__(self, channels, dropout, zq_channels=None):
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels, dropout, zq_channels)
+        self.attn_1 = AttnBlock(channels, zq_channels)
+        self.block_2 = ResnetBlock(channels, channels, dropout, zq_channels)
+
+    def construct(self, x, zq=None):
+        return self.block_2(self.attn_1(self.block_1(x, zq), zq), zq)
+
+
+def _stage_widths(in_channels, out_channels, count):
+    return [(in_channels if i == 0 else out_channels, out_channels) for i in range(count)]
+
+
+class Encoder(nn.Cell):
+    def __init__(self, config: Emu3VisionVQConfig):
+        super().__init__()
+        ch, mult = config.ch, config.ch_mult
+        latent = config.z_channels * (2 if config.double_z else 1)
+        self.conv_in = conv2d(config.in_channels, ch, 3, padding=1)
+        in_mult = [1] + list(mult)
+        self.down = nn.CellList([
+            Stage(_stage_widths(ch * in_mult[i], ch * mult[i], config.num_res_blocks), config.dropout,
+                  with_attn=i in config.attn_resolutions,
+                  resample=("downsample", Downsample) if i != len(mult) - 1 else None)
+            for i in range(len(mult))
+        ])
+        self.mid = MidBlock(ch * mult[-1], config.dropout)
+        self.norm_out = GroupNorm(32, ch * mult[-1], eps=1e-6)
+        self.conv_out = conv2d(ch * mult[-1], latent, 3, padding=1)
+        n_temporal = int(math.log2(config.temporal_downsample_factor))
+        self.time_conv = nn.CellList([TemporalDownsample(latent) for _ in range(n_temporal)])
+        self.time_res_stack = nn.CellList([ResnetTemporalBlock(latent, config.dropout)
+                                           for _ in range(config.num_res_blocks)])
+
+    def construct(self, x):
+        b, t = x.shape[0], x.shape[1]
+        h = self.conv_in(x.reshape((b * t,) + x.shape[2:]))  # frames are encoded independently in 2-D
+        for stage in self.down:
+            h = stage(h)
+        h = self.conv_out(silu(self.norm_out(self.mid(h))))
+        h = h.reshape((b, t) + h.shape[1:]).transpose(0, 2, 1, 3, 4)  # (B, C, T, h, w) for the temporal convs
+        for conv in self.time_conv:
+            h = silu(conv(h))
+        for block in self.time_res_stack:
+            h = block(h)
+        return h.transpose(0, 2, 1, 3, 4)  # (B, T/4, C, h, w)
+
+
+class Decoder(nn.Cell):
+    def __init__(self, config: Emu3VisionVQConfig):
+        super().__init__()
+        ch, mult, zq = config.ch, config.ch_mult, config.embed_dim
+        latent = config.z_channels
+        self.time_res_stack = nn.CellList([ResnetTemporalBlock(latent, config.dropout)
+                                           for _ in range(config.num_res_blocks)])
+        n_temporal = int(math.log2(config.temporal_downsample_factor))
+        self.time_conv = nn.CellList([TemporalUpsample(latent) for _ in range(n_temporal)])
+        self.conv_in = conv2d(latent, ch * mult[-1], 3, padding=1)
+        self.mid = MidBlock(ch * mult[-1], config.dropout, zq)
+        # Stored so that ``up.0`` is the highest-resolution stage (the released names), run from the last.
+        out_mult = list(mult[1:]) + [mult[-1]]
+        self.up = nn.CellList([
+            Stage(_stage_widths(ch * out_mult[i], ch * mult[i], config.num_res_blocks + 1), config.dropout,
+                  with_attn=i in config.attn_resolutions,
+                  resample=("upsample", Upsample) if i != 0 else None, zq_channels=zq)
+            for i in range(len(mult))
+        ])
+        self.norm_out = SpatialNorm(ch * mult[0], zq)
+        self.conv_out = conv2d(ch * mult[0], config.out_channels, 3, padding=1)
+
+    def construct(self, z, zq):
+        b = z.shape[0]
+        # z and zq go through the temporal blocks together (stacked on the batch axis): zq is upsampled in time too.
+        h = ops.cat((z, zq), axis=0).transpose(0, 2, 1, 3, 4)
+        for block in self.time_res_stack:
+            h = block(h)
+        for conv in self.time_conv:
+            h = silu(conv(h))
+        h = h.transpose(0, 2, 1, 3, 4)  # (2B, T, C, h, w)
+        frames = h.shape[1]
+        z = h[:b].reshape((b * frames,) + h.shape[2:])
+        zq = h[b:].reshape((b * frames,) + h.shape[2:])
+        x = self.mid(self.conv_in(z), zq)
+        for i in range(len(self.up) - 1, -1, -1):
+            x = self.up[i](x, zq)
+        return self.conv_out(silu(self.norm_out(x, zq)))
+
+
+class VectorQuantizer(nn.Cell):
+    """Nearest-codebook-entry quantisation (inference only: no straight-through, no commitment loss)."""
+
+    # Distances are tiny differences of sums of squares: kept in fp32 even in a bf16 model so codes stay exact.
+    precision_role = "fp32"
+
+    def __init__(self, codebook_size, dim):
+        super().__init__()
+        self.embedding = nn.Cell()
+        self.embedding.weight = Parameter(initializer(Uniform(1.0 / codebook_size), (codebook_size, dim)))
+        self.compute_dtype = ms.float32
+
+    def construct(self, z):
+        b, t, c, h, w = z.shape
+        flat = z.transpose(0, 1, 3, 4, 2).reshape(-1, c).astype(self.compute_dtype)
+        codebook = self.embedding.weight.astype(self.compute_dtype)
+        distances = (flat ** 2).sum(axis=1, keepdims=True) + (codebook ** 2).sum(axis=1) \
+            - 2 * ops.matmul(flat, codebook.transpose())
+        return ops.argmin(distances, axis=1).reshape(b, t, h, w)
+
+    def lookup(self, codes):
+        return ops.gather(self.embedding.weight, codes.reshape(-1), 0)
+
+
+class Emu3VisionVQModel(PreTrainedModel):
+    config_class = Emu3VisionVQConfig
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: Emu3VisionVQConfig):
+        super().__init__(config)
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.quantize = VectorQuantizer(config.codebook_size, config.embed_dim)
+        self.quant_conv = CausalConv3d(config.z_channels, config.embed_dim)
+        self.post_quant_conv = CausalConv3d(config.embed_dim, config.z_channels)
+        self.spatial_scale_factor = config.spatial_factor
+        self.set_train(False)  # the tokenizer is frozen in Emu3
+        self._compiled = {}
+        self._graph_mode = False
+
+    # ---- execution mode -------------------------------------------------------------------------------------
+
+    def set_graph_mode(self, enabled: bool = True):
+        """Run encode/decode as compiled graphs (``mindspore.jit``): one compile per input shape, then fast."""
+        self._graph_mode = bool(enabled)
+        return self
+
+    def _run(self, name, fn, *args):
+        if not self._graph_mode:
+            return fn(*args)
+        if name not in self._compiled:
+            self._compiled[name] = ms.jit(fn)
+        return self._compiled[name](*args)
+
+    # ---- public API -----------------------------------------------------------------------------------------
+
+    def encode(self, pixel_values):
+        """Images (B, 3, H, W) -> codes (B, h, w); videos (B, T, 3, H, W) -> codes (B, T/4, h, w). int32."""
+        self._check_pixels(pixel_values)
+        is_image = pixel_values.ndim == 4
+        if is_image:  # an image is a clip of identical frames
+            b, c, h, w = pixel_values.shape
+            factor = self.config.temporal_downsample_factor
+            pixel_values = ops.broadcast_to(pixel_values.reshape(b, 1, c, h, w), (b, factor, c, h, w))
+        codes = self._run("encode", self._encode, pixel_values.astype(self.compute_dtype))
+        return codes[:, 0] if is_image else codes
+
+    def decode(self, codes):
+        """Codes (B, h, w) -> images (B, 3, 8h, 8w); (B, t, h, w) -> videos (B, 4t, 3, 8h, 8w). Range ~[-1, 1]."""
+        codes = self._check_codes(codes)
+        is_image = codes.ndim == 3
+        if is_image:
+            codes = codes.reshape((codes.shape[0], 1) + codes.shape[1:])
+        video = self._run("decode", self._decode, codes)
+        return video[:, 0] if is_image else video
+
+    @property
+    def compute_dtype(self):
+        return self.encoder.conv_in.weight.dtype
+
+    # ---- compute (what graph mode compiles) -----------------------------------------------------------------
+
+    def _encode(self, pixel_values):
+        h = self.encoder(pixel_values)  # (B, T/4, C, h, w)
+        h = self.quant_conv(h.transpose(0, 2, 1, 3, 4)).transpose(0, 2, 1, 3, 4)
+        return self.quantize(h)
+
+    def _decode(self, codes):
+        b, t, h, w = codes.shape
+        quant = self.quantize.lookup(codes).reshape(b, t, h, w, -1).transpose(0, 4, 1, 2, 3)  # (B, C, t, h, w)
+        quant = quant.astype(self.compute_dtype)
+        post_quant = self.post_quant_conv(quant)
+        frames = self.decoder(post_quant.transpose(0, 2, 1, 3, 4), quant.transpose(0, 2, 1, 3, 4))
+        factor = self.spatial_scale_factor
+        return frames.reshape(b, t * self.config.temporal_downsample_factor, self.config.out_channels,
+                              h * factor, w * factor)
+
+    # ---- input checks (plain Python, before any graph runs) -------------------------------------------------
+
+    def _check_pixels(self, pixel_values):
+        shape = tuple(pixel_values.shape)
+        factor, temporal = self.spatial_scale_factor, self.config.temporal_downsample_factor
+        if len(shape) not in (4, 5):
+            raise ValueError(f"expected an image batch (B, 3, H, W) or a video batch (B, T, 3, H, W), got shape {shape}")
+        if shape[-3] != self.config.in_channels:
+            raise ValueError(f"expected {self.config.in_channels} channels on axis -3, got shape {shape}; "
+                             "pass channels-first pixels from Emu3VisionVQImageProcessor")
+        if shape[-1] % factor or shape[-2] % factor or shape[-1] < factor or shape[-2] < factor:
+            raise ValueError(f"height and width must be positive multiples of {factor}, got {shape[-2]}x{shape[-1]}; "
+                             "resize with Emu3VisionVQImageProcessor (smart_resize) first")
+        if len(shape) == 5 and shape[1] % temporal:
+            raise ValueError(f"a video needs a multiple of {temporal} frames, got {shape[1]}; "
+                             f"drop or repeat frames to reach a multiple of {temporal}")
+
+    def _check_codes(self, codes):
+        if not isinstance(codes, ms.Tensor):
+            codes = ms.Tensor(np.asarray(codes))
+        if codes.ndim not in (3, 4):
+            raise ValueError(f"codes must be (B, h, w) for images or (B, t, h, w) for videos, got shape {codes.shape}")
+        if codes.dtype not in (ms.int32, ms.int64):
+            raise TypeError(f"codes must be integer token ids, got {codes.dtype}")
+        low, high = int(codes.min()), int(codes.max())
+        if low < 0 or high >= self.config.codebook_size:
+            raise ValueError(f"codes must lie in [0, {self.config.codebook_size}), got values in [{low}, {high}]; "
+                             "visual-token ids from the LLM must have the visual-token offset removed")
+        return codes.astype(ms.int32)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One-command setup: creates .venv at the repo root and installs the pinned runtime and test dependencies.
+# torch (test-only, the PyTorch oracle) goes first so pip takes the local CPU build instead of resolving a CUDA one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+.venv/bin/python -m pip install --quiet -r requirements.txt -r tests/requirements.txt
+# dashscope ships the real Qwen BPE ranks (resources/qwen.tiktoken); only that data file is used, so its many
+# service dependencies are skipped.
+.venv/bin/python -m pip install --quiet --no-deps "dashscope==2.0.2"
+.venv/bin/python -c "import mindspore, numpy, torch, transformers; print('setup ok: mindspore', mindspore.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
