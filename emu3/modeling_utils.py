@@ -17,6 +17,14 @@ class PreTrainedModel(nn.Cell):
         self.config = config
 
     @classmethod
+    def from_config(cls, config, dtype=None, precision: PrecisionPolicy = None):
+        """A randomly initialised model (weights from the layers' initialisers) under the precision policy."""
+        device_target()
+        model = apply_precision(cls(config), precision or PrecisionPolicy.for_device(dtype))
+        model.set_train(False)
+        return model
+
+    @classmethod
     def from_pretrained(cls, directory, config=None, dtype=None, precision: PrecisionPolicy = None):
         """Build from ``directory/config.json`` and load its safetensors strictly, then apply the precision policy.
 

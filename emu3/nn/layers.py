@@ -1,44 +1,16 @@
 """Layers that run on CPU and Ascend alike, named like their PyTorch counterparts.
 
 MindSpore's own ``nn.GroupNorm``/``nn.BatchNorm3d`` call their parameters ``gamma``/``beta``/``moving_*`` and
-``mint``'s versions are Ascend-only, so the few layers whose names or kernels differ are written here once.
+``mint``'s versions are Ascend-only, so the few layers whose names or kernels differ are written here once
+(convolutions live in ``conv.py``).
 A layer with a ``precision_role`` gets its compute dtype from the precision policy (see ``precision.py``);
 ``compute_dtype = None`` means "compute in the dtype of the input".
 """
-
-import math
 
 import numpy as np
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
-from mindspore.common.initializer import HeNormal, Uniform, initializer
-
-
-class Conv3d(nn.Cell):
-    """Padding-free 3-D convolution with PyTorch parameter names (callers pad explicitly)."""
-
-    # Ascend's Conv3D has no bf16 kernel, so the policy may run this layer in fp16 inside a bf16 model.
-    precision_role = "conv3d"
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, bias=True):
-        super().__init__()
-        kernel_size = (kernel_size,) * 3 if isinstance(kernel_size, int) else tuple(kernel_size)
-        self.stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
-        self.weight = Parameter(
-            initializer(HeNormal(mode="fan_out", nonlinearity="relu"), (out_channels, in_channels, *kernel_size))
-        )
-        fan_in = in_channels * int(np.prod(kernel_size))
-        self.bias = Parameter(initializer(Uniform(1 / math.sqrt(fan_in)), (out_channels,))) if bias else None
-        self.compute_dtype = None
-
-    def construct(self, x):
-        out_dtype = x.dtype
-        if self.compute_dtype is not None:
-            x = x.astype(self.compute_dtype)
-        weight = self.weight.astype(x.dtype)
-        bias = None if self.bias is None else self.bias.astype(x.dtype)
-        return ops.conv3d(x, weight, bias, stride=self.stride).astype(out_dtype)
 
 
 class BatchNorm3d(nn.Cell):

@@ -14,17 +14,13 @@ from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Uniform, initializer
 
 from ..modeling_utils import PreTrainedModel
-from ..nn.layers import BatchNorm3d, Conv3d, GroupNorm, upsample_nearest
+from ..nn.conv import Conv2d, Conv3d
+from ..nn.layers import BatchNorm3d, GroupNorm, upsample_nearest
 from .configuration_emu3visionvq import Emu3VisionVQConfig
 
 
 def silu(x):
     return x * ops.sigmoid(x)
-
-
-def conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0):
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, pad_mode="pad", padding=padding,
-                     has_bias=True)
 
 
 class CausalConv3d(nn.Cell):
@@ -87,8 +83,8 @@ class SpatialNorm(nn.Cell):
     def __init__(self, channels, zq_channels):
         super().__init__()
         self.norm_layer = GroupNorm(32, channels, eps=1e-6)
-        self.conv_y = conv2d(zq_channels, channels, 1)
-        self.conv_b = conv2d(zq_channels, channels, 1)
+        self.conv_y = Conv2d(zq_channels, channels, 1)
+        self.conv_b = Conv2d(zq_channels, channels, 1)
 
     def construct(self, x, zq):
         zq = upsample_nearest(zq, (x.shape[2] // zq.shape[2], x.shape[3] // zq.shape[3]))
@@ -107,11 +103,11 @@ class ResnetBlock(nn.Cell):
     def __init__(self, in_channels, out_channels, dropout=0.0, zq_channels=None):
         super().__init__()
         self.norm1 = make_norm(in_channels, zq_channels)
-        self.conv1 = conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1)
         self.norm2 = make_norm(out_channels, zq_channels)
         self.dropout = nn.Dropout(p=dropout)
-        self.conv2 = conv2d(out_channels, out_channels, 3, padding=1)
-        self.nin_shortcut = conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
+        self.nin_shortcut = Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def construct(self, x, zq=None):
         h = self.conv1(silu(apply_norm(self.norm1, x, zq)))
@@ -127,10 +123,10 @@ class AttnBlock(nn.Cell):
     def __init__(self, channels, zq_channels=None):
         super().__init__()
         self.norm = make_norm(channels, zq_channels)
-        self.q = conv2d(channels, channels, 1)
-        self.k = conv2d(channels, channels, 1)
-        self.v = conv2d(channels, channels, 1)
-        self.proj_out = conv2d(channels, channels, 1)
+        self.q = Conv2d(channels, channels, 1)
+        self.k = Conv2d(channels, channels, 1)
+        self.v = Conv2d(channels, channels, 1)
+        self.proj_out = Conv2d(channels, channels, 1)
         self.scale = channels ** -0.5
 
     def construct(self, x, zq=None):
@@ -147,7 +143,7 @@ class AttnBlock(nn.Cell):
 class Downsample(nn.Cell):
     def __init__(self, channels):
         super().__init__()
-        self.conv = conv2d(channels, channels, 3, stride=2)
+        self.conv = Conv2d(channels, channels, 3, stride=2)
 
     def construct(self, x):
         # Asymmetric zero padding (right and bottom only), as the released model was trained with.
@@ -157,7 +153,7 @@ class Downsample(nn.Cell):
 class Upsample(nn.Cell):
     def __init__(self, channels):
         super().__init__()
-        self.conv = conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv2d(channels, channels, 3, padding=1)
 
     def construct(self, x):
         return self.conv(upsample_nearest(x, (2, 2)))
@@ -207,7 +203,7 @@ class Encoder(nn.Cell):
         super().__init__()
         ch, mult = config.ch, config.ch_mult
         latent = config.z_channels * (2 if config.double_z else 1)
-        self.conv_in = conv2d(config.in_channels, ch, 3, padding=1)
+        self.conv_in = Conv2d(config.in_channels, ch, 3, padding=1)
         in_mult = [1] + list(mult)
         self.down = nn.CellList([
             Stage(_stage_widths(ch * in_mult[i], ch * mult[i], config.num_res_blocks), config.dropout,
@@ -217,7 +213,7 @@ class Encoder(nn.Cell):
         ])
         self.mid = MidBlock(ch * mult[-1], config.dropout)
         self.norm_out = GroupNorm(32, ch * mult[-1], eps=1e-6)
-        self.conv_out = conv2d(ch * mult[-1], latent, 3, padding=1)
+        self.conv_out = Conv2d(ch * mult[-1], latent, 3, padding=1)
         n_temporal = int(math.log2(config.temporal_downsample_factor))
         self.time_conv = nn.CellList([TemporalDownsample(latent) for _ in range(n_temporal)])
         self.time_res_stack = nn.CellList([ResnetTemporalBlock(latent, config.dropout)
@@ -246,7 +242,7 @@ class Decoder(nn.Cell):
                                            for _ in range(config.num_res_blocks)])
         n_temporal = int(math.log2(config.temporal_downsample_factor))
         self.time_conv = nn.CellList([TemporalUpsample(latent) for _ in range(n_temporal)])
-        self.conv_in = conv2d(latent, ch * mult[-1], 3, padding=1)
+        self.conv_in = Conv2d(latent, ch * mult[-1], 3, padding=1)
         self.mid = MidBlock(ch * mult[-1], config.dropout, zq)
         # Stored so that ``up.0`` is the highest-resolution stage (the released names), run from the last.
         out_mult = list(mult[1:]) + [mult[-1]]
@@ -257,7 +253,7 @@ class Decoder(nn.Cell):
             for i in range(len(mult))
         ])
         self.norm_out = SpatialNorm(ch * mult[0], zq)
-        self.conv_out = conv2d(ch * mult[0], config.out_channels, 3, padding=1)
+        self.conv_out = Conv2d(ch * mult[0], config.out_channels, 3, padding=1)
 
     def construct(self, z, zq):
         b = z.shape[0]
