@@ -78,13 +78,19 @@ def _format_problems(missing, unexpected, mismatched, limit=20):
 
 
 def load_checkpoint(model, directory, rename=None):
-    """Load a checkpoint folder into ``model`` strictly. ``rename(name) -> name`` maps checkpoint names to ours."""
+    """Load a checkpoint folder into ``model`` strictly.
+
+    ``rename(name)`` maps a checkpoint name to ours, or to None for a tensor that belongs to another model
+    stored in the same files (it is then skipped, not reported as unexpected).
+    """
     rename = rename or (lambda name: name)
     params = dict(model.parameters_and_names())
     header = read_header(checkpoint_files(directory))
     by_param = {}
     for name, (shape, dtype, path) in header.items():
-        by_param.setdefault(rename(name), []).append(name)
+        ours = rename(name)
+        if ours is not None:
+            by_param.setdefault(ours, []).append(name)
     duplicates = [f"{k} <- {v}" for k, v in by_param.items() if len(v) > 1]
     if duplicates:
         raise CheckpointError(f"several checkpoint tensors map to one parameter: {duplicates}")
@@ -101,6 +107,8 @@ def load_checkpoint(model, directory, rename=None):
     for path in sorted({entry[2] for entry in header.values()}):
         with safe_open(path, framework="numpy") as f:
             for name in f.keys():
+                if rename(name) is None:
+                    continue
                 param = params[rename(name)]
                 try:
                     array = f.get_tensor(name)

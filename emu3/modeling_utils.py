@@ -32,11 +32,17 @@ class PreTrainedModel(nn.Cell):
         """
         device_target()  # initialise the device before the first tensor is made
         config = config or cls.config_class.from_pretrained(directory)
-        model = cls(config)
+        policy = precision or PrecisionPolicy.for_device(dtype)
+        model = cls._empty_for_loading(config, policy)
         load_checkpoint(model, directory, rename=cls.checkpoint_rename)
-        apply_precision(model, precision or PrecisionPolicy.for_device(dtype))
+        apply_precision(model, policy)
         model.set_train(False)
         return model
+
+    @classmethod
+    def _empty_for_loading(cls, config, policy: PrecisionPolicy):
+        """The model whose weights are about to be overwritten; large models build it lazily in the target dtype."""
+        return cls(config)
 
     def save_pretrained(self, directory):
         self.config.save_pretrained(directory)

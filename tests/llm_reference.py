@@ -1,0 +1,67 @@
+"""The PyTorch oracle for the LLM: HF transformers' ``Emu3ForCausalLM`` with random weights.
+
+transformers' text model uses the released tensor names, so ``make_reference`` builds it from one of our
+``Emu3Config``s, randomises every tensor (norm weights included, or a swapped norm stays invisible) and writes the
+weights in the released layout; our strict ``from_pretrained`` is exercised on the way.
+"""
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+from transformers import Emu3ForCausalLM as HFEmu3ForCausalLM
+from transformers import Emu3TextConfig
+
+
+def hf_config(config, attn_implementation="eager"):
+    rope = {"rope_type": "default", "rope_theta": config.rope_theta}
+    if config.rope_scaling:
+        rope = {"rope_type": config.rope_scaling["type"], "factor": config.rope_scaling["factor"],
+                "rope_theta": config.rope_theta}
+    hf = Emu3TextConfig(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads, hidden_act=config.hidden_act,
+        max_position_embeddings=config.max_position_embeddings, rms_norm_eps=config.rms_norm_eps,
+        pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
+        rope_parameters=rope, attention_dropout=config.attention_dropout,
+        initializer_range=config.initializer_range, tie_word_embeddings=False, use_cache=False,
+    )
+    hf._attn_implementation = attn_implementation
+    return hf
+
+
+def random_state(model, seed=0):
+    """Weights ~ N(0, 1/fan_in) for projections, N(0, 1) embeddings, 1 ± 0.2 norm weights; in place."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("norm.weight") or "layernorm" in name:
+                tensor.copy_(1.0 + 0.2 * torch.randn(tensor.shape, generator=gen))
+            elif "embed_tokens" in name:
+                tensor.copy_(torch.randn(tensor.shape, generator=gen))
+            else:
+                tensor.copy_(torch.randn(tensor.shape, generator=gen) / np.sqrt(tensor.shape[1]))
+    return {name: np.array(t.numpy(), order="C") for name, t in model.state_dict().items()}
+
+
+def make_reference(config, out_dir, seed=0, attn_implementation="eager", rename=None):
+    """Random HF model; its weights written to ``out_dir/model.safetensors`` (released names, or ``rename(name)``)."""
+    torch.manual_seed(seed)
+    model = HFEmu3ForCausalLM(hf_config(config, attn_implementation)).eval()
+    state = random_state(model, seed)
+    rename = rename or (lambda name: name)
+    save_file({rename(k): v for k, v in state.items()}, f"{out_dir}/model.safetensors", metadata={"format": "pt"})
+    config.save_pretrained(out_dir)
+    return model
+
+
+def reference_forward(model, input_ids, attention_mask=None, position_ids=None, labels=None):
+    """(loss or None, logits) as numpy, from numpy inputs."""
+    def t(x):
+        return None if x is None else torch.from_numpy(np.asarray(x, dtype=np.int64))
+
+    with torch.no_grad():
+        out = model(input_ids=t(input_ids), attention_mask=t(attention_mask), position_ids=t(position_ids),
+                    labels=t(labels), use_cache=False)
+    loss = None if out.loss is None else float(out.loss)
+    return loss, out.logits.float().numpy()
