@@ -26,7 +26,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-path", help="folder of Emu3-VisionTokenizer (config.json, model.safetensors, "
                                         "preprocessor_config.json); omit to use random weights")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="model config for random weights (no --model-path)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="model config for random weights (no --model-path); "
+                                                         "a preprocessor_config.json beside it is used too")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--image", help="an image file (default: a generated test image)")
     source.add_argument("--video-dir", help="a folder of frames (sorted by name; a multiple of 4 frames)")
@@ -76,7 +77,8 @@ def load_model(args):
     else:
         ms.set_seed(args.seed)
         model = Emu3VisionVQModel.from_config(Emu3VisionVQConfig.from_pretrained(args.config), dtype=args.dtype)
-        processor = Emu3VisionVQImageProcessor.from_pretrained(DEFAULT_PREPROCESSOR)
+        beside = os.path.join(os.path.dirname(os.path.abspath(args.config)), "preprocessor_config.json")
+        processor = Emu3VisionVQImageProcessor.from_pretrained(beside if os.path.isfile(beside) else DEFAULT_PREPROCESSOR)
         print(f"NOTE: no --model-path: RANDOM weights generated from {os.path.relpath(args.config)} — this exercises "
               "the reconstruction path end to end; the quality figures below mean nothing for the real model.")
     return model.set_graph_mode(args.mode == "graph"), processor

@@ -5,46 +5,15 @@ and norm affine weights included, or wiring mistakes stay invisible) and writes 
 BAAI layout, so our strict ``from_pretrained`` is exercised on the way.
 """
 
-import re
-
 import numpy as np
 import torch
 from safetensors.numpy import save_file
 from transformers import Emu3VQVAE, Emu3VQVAEConfig
 
-# Released name -> transformers name, first match wins (shared/docs/pytorch-oracle.md).
-_RULES = [
-    (r"^(encoder|decoder)\.mid\.attn_1\.(q|k|v)\.", r"\1.middle_block.attn_1.\2_proj."),
-    (r"^(encoder|decoder)\.mid\.attn_1\.proj_out\.", r"\1.middle_block.attn_1.out_proj."),
-    (r"^(encoder|decoder)\.mid\.attn_1\.norm\.", r"\1.middle_block.attn_norm."),
-    (r"^(encoder|decoder)\.mid\.", r"\1.middle_block."),
-    (r"^encoder\.down\.(\d+)\.attn\.(\d+)\.(q|k|v)\.", r"encoder.down_block.down.\1.attn.\2.\3_proj."),
-    (r"^encoder\.down\.(\d+)\.attn\.(\d+)\.proj_out\.", r"encoder.down_block.down.\1.attn.\2.out_proj."),
-    (r"^encoder\.down\.(\d+)\.attn\.(\d+)\.norm\.", r"encoder.down_block.down.\1.attn_norms.\2."),
-    (r"^encoder\.down\.", r"encoder.down_block.down."),
-    (r"^decoder\.up\.(\d+)\.attn\.(\d+)\.(q|k|v)\.", r"decoder.up_block.up.\1.attn.\2.\3_proj."),
-    (r"^decoder\.up\.(\d+)\.attn\.(\d+)\.proj_out\.", r"decoder.up_block.up.\1.attn.\2.out_proj."),
-    (r"^decoder\.up\.(\d+)\.attn\.(\d+)\.norm\.", r"decoder.up_block.up.\1.attn_norms.\2."),
-    (r"^decoder\.up\.", r"decoder.up_block.up."),
-]
-
-
-def released_to_hf(name):
-    for pattern, repl in _RULES:
-        if re.match(pattern, name):
-            return re.sub(pattern, repl, name)
-    return name
-
+from emu3.tokenizer.hf_names import hf_config_kwargs, is_attention_projection, released_to_hf
 
 def hf_config(config):
-    return Emu3VQVAEConfig(
-        codebook_size=config.codebook_size, embed_dim=config.embed_dim, latent_channels=config.z_channels,
-        double_latent=config.double_z, in_channels=config.in_channels, out_channels=config.out_channels,
-        temporal_downsample_factor=config.temporal_downsample_factor, base_channels=config.ch,
-        channel_multiplier=list(config.ch_mult), num_res_blocks=config.num_res_blocks,
-        attn_resolutions=list(config.attn_resolutions), hidden_size=config.ch * config.ch_mult[-1],
-        num_attention_heads=1, attention_dropout=config.dropout,
-    )
+    return Emu3VQVAEConfig(**hf_config_kwargs(config))
 
 
 def make_reference(config, released_names, out_dir, seed=0):
@@ -72,7 +41,7 @@ def make_reference(config, released_names, out_dir, seed=0):
     released = {}
     for name in released_names:
         tensor = state[released_to_hf(name)].numpy()
-        if re.search(r"attn(_1|\.\d+)\.(q|k|v|proj_out)\.weight$", name):
+        if is_attention_projection(name):
             tensor = tensor.reshape(tensor.shape + (1, 1))  # linear [C, C] -> released 1x1 conv [C, C, 1, 1]
         released[name] = np.array(tensor, order="C")
     save_file(released, f"{out_dir}/model.safetensors", metadata={"format": "pt"})

@@ -1,0 +1,86 @@
+"""The command-line entry points run end to end on a tiny random-weight model (pipeline checks, not quality)."""
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+
+import autoencode  # noqa: E402
+import benchmark  # noqa: E402
+
+# Four levels (spatial factor 8, as released) at minimal width, so 512x512 inputs stay cheap.
+TINY_VQ = dict(codebook_size=256, ch=32, ch_mult=[1, 1, 1, 1], num_res_blocks=1, attn_resolutions=[3])
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cfg")
+    (folder / "config.json").write_text(json.dumps(TINY_VQ))
+    # Small pixel bounds keep the test fast; the script picks up a preprocessor config beside the model config.
+    (folder / "preprocessor_config.json").write_text(json.dumps({"min_pixels": 64 * 64, "max_pixels": 128 * 128}))
+    return str(folder / "config.json")
+
+
+@pytest.fixture(scope="module")
+def saved_model(tiny_config, tmp_path_factory):
+    from emu3.tokenizer import Emu3VisionVQConfig, Emu3VisionVQModel
+
+    folder = tmp_path_factory.mktemp("model")
+    Emu3VisionVQModel(Emu3VisionVQConfig.from_pretrained(tiny_config)).save_pretrained(str(folder))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"min_pixels": 96 * 96, "max_pixels": 128 * 128}))
+    return str(folder)
+
+
+def test_autoencode_random_weights_say_so(tiny_config, tmp_path, capsys):
+    source = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(source)
+    out = tmp_path / "out"
+    psnr, ssim = autoencode.main(["--config", tiny_config, "--image", str(source), "--output-dir", str(out)])
+    printed = capsys.readouterr().out
+    assert "RANDOM weights" in printed and "PSNR" in printed and "img/s" in printed
+    assert math.isfinite(psnr) and -1 <= ssim <= 1
+    recon = Image.open(out / "reconstruction.png")
+    assert recon.size == Image.open(out / "input.png").size == (80, 56)  # smart_resize(30, 40, min 64x64)
+
+
+def test_autoencode_checkpoint_folder(saved_model, tmp_path, capsys):
+    source = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(source)
+    autoencode.main(["--model-path", saved_model, "--image", str(source), "--output-dir", str(tmp_path / "out")])
+    assert "RANDOM" not in capsys.readouterr().out
+    # The folder's own preprocessor_config.json (min 96x96 pixels) decides the size: smart_resize(300, 400) -> 104x144.
+    assert Image.open(tmp_path / "out" / "reconstruction.png").size == (144, 104)
+
+
+def test_autoencode_video_folder_and_frame_count_check(tiny_config, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(5):
+        Image.new("RGB", (64, 64), (40 * i, 80, 120)).save(frames / f"{i:02d}.png")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="5 frames .* multiple of 4 — remove 1 frame"):
+        autoencode.main(["--config", tiny_config, "--video-dir", str(frames), "--output-dir", str(out)])
+    assert not out.exists()
+    os.remove(frames / "04.png")
+    autoencode.main(["--config", tiny_config, "--video-dir", str(frames), "--output-dir", str(out), "--mode", "graph"])
+    assert sorted(os.listdir(out)) == [f"{kind}_{i:03d}.png" for kind in ("input", "reconstruction") for i in range(4)]
+
+
+def test_benchmark_vq_table(tiny_config, capsys):
+    rows = benchmark.main(["vq", "--config", tiny_config, "--resolution", "32", "48", "--repeat", "1", "--torch"])
+    assert [(r["impl"].split()[0], r["mode"]) for r in rows] == [("mindspore", "pynative"), ("mindspore", "graph"),
+                                                                ("torch", "eager")]
+    assert all(r["resolution"] == "32x48" and float(r["s/step"]) > 0 for r in rows)
+    assert "| img/s" in capsys.readouterr().out
+
+
+def test_benchmark_rejects_bad_resolution():
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["vq", "--resolution", "30"])
