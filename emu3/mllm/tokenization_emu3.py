@@ -24,7 +24,8 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import tiktoken
 
-from emu3.mllm.special_tokens import (
+from ..batch import BatchEncoding
+from .special_tokens import (
     BOI_TOKEN,
     BOS_TOKEN,
     EOF_TOKEN,
@@ -138,15 +139,6 @@ def _to_id_list(ids) -> List[int]:
         return [int(ids)]
     return [int(i) for i in ids]
 
-
-class BatchEncoding(dict):
-    """The dict returned by ``Emu3Tokenizer.__call__``; keys are also readable as attributes (``enc.input_ids``)."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------------

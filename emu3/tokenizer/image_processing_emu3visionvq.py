@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from ..batch import BatchFeature
+
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +75,6 @@ def smart_resize(
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
 
-
-class BatchFeature(dict):
-    """A dict holding the processor outputs (e.g. `pixel_values`); keys are also readable as attributes."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 def _is_mindspore_tensor(x) -> bool:
