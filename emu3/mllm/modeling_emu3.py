@@ -22,6 +22,7 @@ from ..nn.attention import Attention
 from ..nn.rms_norm import RMSNorm
 from .cache import DynamicCache
 from .configuration_emu3 import Emu3Config
+from .generation import GenerationMixin
 
 IGNORE_INDEX = -100
 
@@ -283,7 +284,7 @@ class Emu3Model(Emu3PreTrainedModel):
         return self.norm(hidden_states), past_key_values
 
 
-class Emu3ForCausalLM(Emu3PreTrainedModel):
+class Emu3ForCausalLM(Emu3PreTrainedModel, GenerationMixin):
     """Emu3Model + untied lm_head. ``construct`` returns (loss or None, logits fp32 (B, S, V), past_key_values)."""
 
     def __init__(self, config: Emu3Config, dtype=ms.float32, random_init=True):

@@ -1,0 +1,306 @@
+"""Generation against the PyTorch oracle: transformers' Emu3ForCausalLM.generate with its own processors.
+
+What these tests pin down: greedy decoding of a left-padded batch token for token (pynative and one compiled
+graph); eos stops a row, which is then padded; text-to-image decoding with classifier-free guidance and the
+prefix constraint identical to the original pipeline (transformers' UnbatchedClassifierFreeGuidance- and
+PrefixConstrainedLogitsProcessor + the original helper's rules), producing h rows of w visual tokens + eol, then
+eof, eoi, eos; batched CFG equal to the unbatched processor; the warpers equal to transformers' on random scores.
+
+The "image" vocabulary is a tiny stand-in: visual tokens are ids 200..231 and the specials are small ids.
+"""
+
+import numpy as np
+import pytest
+import torch
+from transformers.generation import logits_process as hf
+
+from emu3.mllm.configuration_emu3 import Emu3Config
+from emu3.mllm.generation import (LogitsProcessorList, PrefixConstrainedLogitsProcessor, TemperatureLogitsWarper,
+                                  TopKLogitsWarper, TopPLogitsWarper,
+                                  UnbatchedClassifierFreeGuidanceLogitsProcessor, _sample)
+from emu3.mllm.modeling_emu3 import Emu3ForCausalLM
+from emu3.mllm.utils_emu3 import Emu3PrefixConstrainedLogitsHelper
+from llm_reference import make_reference
+
+PAD, BOS, EOS = 0, 1, 2
+IMG, BOI, EOI, EOL, EOF = 10, 11, 12, 13, 14
+VISUAL = list(range(200, 232))
+H, W = 2, 3
+IMAGE_TOKENS = H * (W + 1) + 3
+
+
+def tiny_config(**overrides):
+    kwargs = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128, pad_token_id=PAD, bos_token_id=BOS,
+                  eos_token_id=EOS, attention_dropout=0.1)
+    kwargs.update(overrides)
+    return Emu3Config(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("emu3_gen"))
+    oracle = make_reference(tiny_config(), directory)
+    return Emu3ForCausalLM.from_pretrained(directory), oracle
+
+
+def left_padded(rng, lengths, low=20, high=200):
+    total = max(lengths)
+    ids = rng.integers(low, high, size=(len(lengths), total))
+    mask = np.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        mask[row, total - n:] = 1
+        ids[row, :total - n] = PAD
+    return ids, mask
+
+
+def image_prompts(rng, lengths):
+    """bos, text, boi, "h", "*", "w", img — left-padded; the header digits are ordinary text ids here."""
+    rows = [[BOS] + list(rng.integers(20, 200, size=n)) + [BOI, 23, 24, 25, IMG] for n in lengths]
+    total = max(len(r) for r in rows)
+    ids = np.full((len(rows), total), PAD)
+    mask = np.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, total - len(r):] = r
+        mask[i, total - len(r):] = 1
+    return ids, mask
+
+
+def torch_ids(x):
+    return torch.from_numpy(np.asarray(x, dtype=np.int64))
+
+
+def oracle_generate(oracle, ids, mask, max_new_tokens, processors=(), eos=EOS):
+    with torch.no_grad():
+        out = oracle.generate(torch_ids(ids), attention_mask=torch_ids(mask), max_new_tokens=max_new_tokens,
+                              do_sample=False, eos_token_id=eos, pad_token_id=PAD,
+                              logits_processor=hf.LogitsProcessorList(list(processors)))
+    return out.numpy()
+
+
+def reference_helper(height, width):
+    """The original helper's rules (§4.4) written out literally, on torch rows — the oracle's constraint."""
+    cache = {}
+
+    def fn(batch_id, sent):
+        if batch_id not in cache:
+            cache[batch_id] = int(torch.nonzero(sent == IMG, as_tuple=True)[0][0])
+        offset = sent.shape[0] - cache[batch_id]
+        if offset % (width + 1) == 0:
+            return [EOL]
+        if offset == (width + 1) * height + 1:
+            return [EOF]
+        if offset == (width + 1) * height + 2:
+            return [EOI]
+        if offset == (width + 1) * height + 3:
+            return [EOS]
+        if offset > (width + 1) * height + 3:
+            return [PAD]
+        return VISUAL
+
+    return fn
+
+
+def our_helper(height=H, width=W):
+    return Emu3PrefixConstrainedLogitsHelper(height, width, IMG, EOI, EOS, EOL, EOF, PAD, VISUAL)
+
+
+# ---- greedy decoding ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_greedy_matches_oracle_on_left_padded_batch(pair, rng, mode):
+    model, oracle = pair
+    ids, mask = left_padded(rng, [9, 6, 4])
+    ref = oracle_generate(oracle, ids, mask, max_new_tokens=12)
+    ours = model.generate(ids, mask, max_new_tokens=12, mode=mode, eos_token_id=EOS, pad_token_id=PAD)
+    assert ours.shape == (3, 9 + 12)
+    np.testing.assert_array_equal(ours.asnumpy(), ref)
+
+
+def test_eos_finishes_a_row_and_pads_it(pair, rng):
+    model, oracle = pair
+    ids, mask = left_padded(rng, [8, 5])
+    free = model.generate(ids, mask, max_new_tokens=10, eos_token_id=[]).asnumpy()[:, 8:]
+    eos = int(free[1, 3])  # row 1 stops at its 4th new token
+    ref = oracle_generate(oracle, ids, mask, max_new_tokens=10, eos=eos)
+    ours = model.generate(ids, mask, max_new_tokens=10, eos_token_id=eos, pad_token_id=PAD).asnumpy()
+    np.testing.assert_array_equal(ours, ref)
+    first = int(np.argmax(ours[1, 8:] == eos))
+    assert first <= 3 and (ours[1, 8 + first + 1:] == PAD).all()
+
+    # Every row finished -> generation stops before max_new_tokens.
+    eos_both = [int(free[0, 2]), int(free[1, 2])]
+    stopped = model.generate(ids, mask, max_new_tokens=10, eos_token_id=eos_both, pad_token_id=PAD).asnumpy()
+    assert stopped.shape[1] <= 8 + 3
+    np.testing.assert_array_equal(stopped, oracle_generate(oracle, ids, mask, 10, eos=eos_both))
+
+
+def test_sampling_with_top_k_1_is_greedy(pair, rng):
+    model, _ = pair
+    ids, mask = left_padded(rng, [7, 5])
+    greedy = model.generate(ids, mask, max_new_tokens=8, progress=True).asnumpy()
+    sampled = model.generate(ids, mask, max_new_tokens=8, do_sample=True, top_k=1, temperature=0.7, seed=3)
+    np.testing.assert_array_equal(sampled.asnumpy(), greedy)
+
+
+def test_sampling_is_seeded_and_follows_the_distribution(pair, rng):
+    model, _ = pair
+    ids, mask = left_padded(rng, [6])
+    a = model.generate(ids, mask, max_new_tokens=6, do_sample=True, top_p=0.9, seed=7).asnumpy()
+    b = model.generate(ids, mask, max_new_tokens=6, do_sample=True, top_p=0.9, seed=7).asnumpy()
+    np.testing.assert_array_equal(a, b)
+
+    scores = np.array([[np.log(0.5), np.log(0.3), np.log(0.2), -np.inf]], np.float32)
+    draws = np.concatenate([_sample(np.repeat(scores, 1000, 0), np.random.default_rng(s)) for s in range(20)])
+    freq = np.bincount(draws, minlength=4) / draws.size
+    np.testing.assert_allclose(freq, [0.5, 0.3, 0.2, 0.0], atol=0.015)
+
+
+# ---- warpers and processors on random scores ---------------------------------------------------------------------
+
+
+def test_warpers_match_transformers(rng):
+    scores = rng.normal(size=(4, 500)).astype(np.float32) * 3
+    scores[1, :100] = -np.inf  # e.g. after a prefix constraint
+    ids = rng.integers(0, 500, size=(4, 5))
+    pairs = [(TopKLogitsWarper(20), hf.TopKLogitsWarper(20)),
+             (TopKLogitsWarper(1000), hf.TopKLogitsWarper(1000)),
+             (TopPLogitsWarper(0.8), hf.TopPLogitsWarper(0.8)),
+             (TopPLogitsWarper(0.0), hf.TopPLogitsWarper(0.0)),  # min_tokens_to_keep=1 keeps the best one
+             (TemperatureLogitsWarper(0.7), hf.TemperatureLogitsWarper(0.7))]
+    for ours, theirs in pairs:
+        expected = theirs(torch_ids(ids), torch.from_numpy(scores)).numpy()
+        got = ours(ids, scores)
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
+        finite = np.isfinite(expected)
+        np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-6)
+
+
+def test_prefix_processor_matches_transformers(rng):
+    ids, _ = image_prompts(rng, [4, 4])
+    scores = rng.normal(size=(2, 300)).astype(np.float32)
+    for extra in range(0, IMAGE_TOKENS + 4):
+        seq = np.concatenate([ids, rng.integers(200, 232, size=(2, extra))], axis=1)
+        expected = hf.PrefixConstrainedLogitsProcessor(reference_helper(H, W), 1)(torch_ids(seq),
+                                                                                 torch.from_numpy(scores)).numpy()
+        got = PrefixConstrainedLogitsProcessor(our_helper(), 1)(seq, scores)
+        np.testing.assert_array_equal(got, expected)
+    # All allowed ids already at -inf: the constraint is forced with score 0.
+    hopeless = np.full((2, 300), -np.inf, np.float32)
+    got = PrefixConstrainedLogitsProcessor(our_helper(), 1)(ids, hopeless)
+    assert (got[:, VISUAL] == 0).all() and np.isneginf(np.delete(got, VISUAL, axis=1)).all()
+
+
+def test_helper_follows_the_offset_rules():
+    helper = Emu3PrefixConstrainedLogitsHelper(np.array([3, 2]), np.array([4, 1]), IMG, EOI, EOS, EOL, EOF, PAD,
+                                               VISUAL)
+    prompt = [BOS, 50, IMG]
+    stream = []
+    for _ in range(3 * 5 + 3 + 1):
+        allowed = helper(0, np.array(prompt + stream))
+        stream.append(int(allowed[0]) if len(allowed) == 1 else VISUAL[0])
+    v = VISUAL[0]
+    assert stream == [v, v, v, v, EOL] * 3 + [EOF, EOI, EOS, PAD]
+    # Row 1 has its own 2 x 1 grid, and its image token at a different index (cached on first use).
+    assert [len(helper(1, np.array([IMG] + [v] * k))) for k in range(6)] == [32, 1, 32, 1, 1, 1]
+    assert helper(1, np.array([IMG, v, EOL, v, EOL]))[0] == EOF
+    assert helper(1, np.array([7, 7, 7, IMG] + [v] * 2))[0] == EOL  # still the cached index 0: offset 6 -> eol
+    helper.reset()
+    assert len(helper(1, np.array([7, 7, 7, IMG, v]))) == 1  # recomputed: offset 2 -> eol
+
+
+# ---- text-to-image decoding: CFG + prefix constraint -------------------------------------------------------------
+
+
+def _image_case(rng):
+    ids, mask = image_prompts(rng, [6, 3])
+    negative, _ = image_prompts(rng, [5, 5])  # equal lengths: no padding for the unbatched processor to attend to
+    return ids, mask, negative
+
+
+def _check_image_stream(new_tokens):
+    for row in new_tokens:
+        grid = row[:H * (W + 1)].reshape(H, W + 1)
+        assert np.isin(grid[:, :W], VISUAL).all() and (grid[:, W] == EOL).all()
+        assert list(row[H * (W + 1):IMAGE_TOKENS]) == [EOF, EOI, EOS]
+
+
+@pytest.mark.parametrize("mode", ["pynative", pytest.param("graph", marks=pytest.mark.slow)])
+def test_cfg_and_prefix_constraint_match_the_original_pipeline(pair, rng, mode):
+    model, oracle = pair
+    ids, mask, negative = _image_case(rng)
+    ref = oracle_generate(oracle, ids, mask, IMAGE_TOKENS + 4, [
+        hf.UnbatchedClassifierFreeGuidanceLogitsProcessor(3.0, oracle, unconditional_ids=torch_ids(negative)),
+        hf.PrefixConstrainedLogitsProcessor(reference_helper(H, W), num_beams=1)])
+    ours = model.generate(ids, mask, max_new_tokens=IMAGE_TOKENS + 4, mode=mode, logits_processor=[
+        UnbatchedClassifierFreeGuidanceLogitsProcessor(3.0, model, unconditional_ids=negative),
+        PrefixConstrainedLogitsProcessor(our_helper(), num_beams=1)]).asnumpy()
+    np.testing.assert_array_equal(ours, ref)
+    assert ours.shape[1] == ids.shape[1] + IMAGE_TOKENS  # stopped at eos
+    _check_image_stream(ours[:, ids.shape[1]:])
+
+
+def test_batched_cfg_equals_unbatched(pair, rng):
+    model, _ = pair
+    ids, mask, negative = _image_case(rng)
+    unbatched = model.generate(ids, mask, max_new_tokens=IMAGE_TOKENS, logits_processor=[
+        UnbatchedClassifierFreeGuidanceLogitsProcessor(3.0, model, unconditional_ids=negative),
+        PrefixConstrainedLogitsProcessor(our_helper())]).asnumpy()
+    batched = model.generate(ids, mask, max_new_tokens=IMAGE_TOKENS, negative_prompt_ids=negative,
+                             guidance_scale=3.0,
+                             logits_processor=[PrefixConstrainedLogitsProcessor(our_helper())]).asnumpy()
+    np.testing.assert_array_equal(batched, unbatched)
+    _check_image_stream(batched[:, ids.shape[1]:])
+
+
+def test_batched_cfg_masks_negative_prompt_padding(pair, rng):
+    """Padded negative prompts behave like each unpadded one (the unbatched processor would attend to pads)."""
+    model, _ = pair
+    ids, mask, _ = _image_case(rng)
+    negative, negative_mask = image_prompts(rng, [2, 7])
+    batched = model.generate(ids, mask, max_new_tokens=IMAGE_TOKENS, negative_prompt_ids=negative,
+                             negative_prompt_attention_mask=negative_mask, guidance_scale=3.0,
+                             logits_processor=[PrefixConstrainedLogitsProcessor(our_helper())]).asnumpy()
+    for row in range(2):
+        real = mask[row] == 1
+        alone = model.generate(ids[row:row + 1, real], max_new_tokens=IMAGE_TOKENS, logits_processor=[
+            UnbatchedClassifierFreeGuidanceLogitsProcessor(
+                3.0, model, unconditional_ids=negative[row:row + 1, negative_mask[row] == 1]),
+            PrefixConstrainedLogitsProcessor(our_helper())]).asnumpy()
+        np.testing.assert_array_equal(batched[row, ids.shape[1]:], alone[0, real.sum():])
+
+
+def test_cfg_processor_on_its_own_matches_transformers(pair, rng):
+    """Called outside generate (dynamic cache), step by step, with and without a cache; scale 1 is log_softmax."""
+    model, oracle = pair
+    ids, _ = left_padded(rng, [5, 5])
+    negative, _ = left_padded(rng, [4, 4])
+    for scale, use_cache in [(2.5, True), (2.5, False), (1.0, True)]:
+        ours = UnbatchedClassifierFreeGuidanceLogitsProcessor(scale, model, negative, use_cache=use_cache)
+        theirs = hf.UnbatchedClassifierFreeGuidanceLogitsProcessor(scale, oracle, torch_ids(negative),
+                                                                   use_cache=use_cache)
+        seq = ids
+        for _ in range(3):
+            scores = rng.normal(size=(2, 300)).astype(np.float32)
+            with torch.no_grad():
+                expected = theirs(torch_ids(seq), torch.from_numpy(scores)).numpy()
+            np.testing.assert_allclose(ours(seq, scores), expected, atol=1e-4, rtol=0)
+            seq = np.concatenate([seq, rng.integers(3, 300, size=(2, 1))], axis=1)
+
+
+def test_logits_processor_list_applies_in_order(rng):
+    scores = rng.normal(size=(1, 10)).astype(np.float32)
+    chain = LogitsProcessorList([TemperatureLogitsWarper(0.5), TopKLogitsWarper(2)])
+    got = chain(np.zeros((1, 1), np.int64), scores)
+    assert np.isfinite(got).sum() == 2
+    np.testing.assert_allclose(got.max(), scores.max() / 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["pynative", pytest.param("graph", marks=pytest.mark.slow)])
+def test_cache_grows_when_generation_outlasts_it(pair, rng, mode):
+    model, oracle = pair
+    ids, mask = left_padded(rng, [6, 4])
+    ref = oracle_generate(oracle, ids, mask, max_new_tokens=9)
+    ours = model.generate(ids, mask, max_new_tokens=9, mode=mode, cache_length=8)  # 8 -> 16 slots
+    np.testing.assert_array_equal(ours.asnumpy(), ref)
