@@ -27,6 +27,10 @@ def select_device(target: str = None) -> str:
         raise ValueError(f"unknown device {target!r}; choose one of {_SUPPORTED} (or unset EMU3_DEVICE)")
     if _selected is None:
         ms.set_device(target)
+        if target == "CPU":
+            # Pynative's asynchronous op launching thrashes on a few CPU cores: launching synchronously made a
+            # VQ reconstruction 2x and an LLM forward 6-8x faster here. Graph mode is unaffected.
+            ms.runtime.launch_blocking()
         _selected = target
     elif _selected != target:
         raise RuntimeError(f"device already initialised as {_selected}; MindSpore cannot switch to {target} in one process")
