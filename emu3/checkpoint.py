@@ -118,10 +118,14 @@ def load_checkpoint(model, directory, rename=None):
     return model
 
 
+_NUMPY_DTYPES = {ms.float32: np.float32, ms.float16: np.float16, ms.int64: np.int64, ms.int32: np.int32}
+
+
 def _to_param_dtype(array, dtype):
-    if dtype in (ms.bfloat16,):  # numpy has no bf16: go through a MindSpore cast
-        return Tensor(array.astype(np.float32)).astype(dtype)
-    return Tensor(array).astype(dtype) if Tensor(array).dtype != dtype else Tensor(array)
+    """One host copy per tensor: cast in numpy where it has the dtype, else (bf16) through one MindSpore cast."""
+    if dtype in _NUMPY_DTYPES:
+        return Tensor(array.astype(_NUMPY_DTYPES[dtype], copy=False))
+    return Tensor(array).astype(dtype)
 
 
 def _to_numpy(param):

@@ -3,8 +3,11 @@
 
     benchmark.py vq --config small --resolution 256 --mode pynative graph --torch
 
-Components: ``vq`` (vision-tokenizer reconstruction = encode + decode). Every row of one run uses the same
-weights, input and thread count; ``--torch`` adds HF transformers' PyTorch implementation on the same weights.
+Components: ``vq`` (vision-tokenizer reconstruction = encode + decode), ``decode`` (greedy LLM decoding,
+batch 1: per-token time by context, batched vs unbatched CFG, and the step's matmul kernels alone) and ``load``
+(peak host memory of loading a sharded fp32 LLM checkpoint into fp32 / fp16). Every row of
+one run uses the same weights, input and thread count; ``--torch`` adds HF transformers' PyTorch implementation
+on the same weights.
 Times are wall-clock medians over ``--repeat`` runs after one warm-up run (whose time, including graph
 compilation, is reported separately).
 """
@@ -99,13 +102,190 @@ def bench_vq(args):
     return rows
 
 
-COMPONENTS = {"vq": bench_vq}
+# ---- decode -------------------------------------------------------------------------------------------------------
+
+LLM_CONFIGS = {"small": os.path.join(REPO, "configs", "mllm", "small.json")}
+
+
+def per_token(model, run, new_tokens, repeat):
+    """Median seconds per decode step (prefill excluded) as ``generate`` measured it, after a warm-up run."""
+    run(new_tokens)  # warm-up: compiles the graphs of these shapes
+    samples = []
+    for _ in range(repeat):
+        run(new_tokens)
+        samples.append(model.generation_stats["seconds_per_token"])
+    return statistics.median(samples)
+
+
+def _time(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_decode(args):
+    """Greedy decode speed of the LLM, batch 1: our port (pynative/graph) vs PyTorch, by context, CFG, kernels."""
+    import mindspore as ms
+    from mindspore import nn, ops
+    from emu3.device import device_target
+    from emu3.mllm import Emu3Config, Emu3ForCausalLM
+    from emu3.mllm.generation import UnbatchedClassifierFreeGuidanceLogitsProcessor
+
+    config = Emu3Config.from_pretrained(LLM_CONFIGS.get(args.config, args.config))
+    ms.set_seed(args.seed)
+    model = Emu3ForCausalLM.from_config(config, dtype=args.dtype)
+    rng = np.random.default_rng(args.seed)
+    prompts = {ctx: rng.integers(3, config.vocab_size, (1, ctx)) for ctx in args.context}
+    negative = rng.integers(3, config.vocab_size, (1, args.context[0]))
+    n = args.new_tokens
+    precision = str(model.lm_head.weight.dtype).lower()
+    impl = f"mindspore {ms.__version__} ({device_target()})"
+    rows, measured = [], {}
+
+    def row(impl, mode, context, note, seconds):
+        measured[(impl.split()[0], mode, context, note)] = seconds
+        rows.append({"component": f"decode ({os.path.basename(str(args.config)).removesuffix('.json')})",
+                     "impl": impl, "mode": mode, "precision": precision, "context": context, "batch": 1,
+                     "what": note, "ms/token": f"{seconds * 1e3:.2f}", "tokens/s": f"{1 / seconds:.1f}"})
+
+    def ours(ids, mode, **kw):
+        return lambda k: model.generate(ids, max_new_tokens=k, eos_token_id=[], mode=mode, progress=False, **kw)
+
+    for mode in args.mode:
+        for ctx, ids in prompts.items():
+            row(impl, mode, ctx, "greedy", per_token(model, ours(ids, mode), n, args.repeat))
+    if "graph" in args.mode:
+        ctx, ids = args.context[0], prompts[args.context[0]]
+        row(impl, "graph", ctx, "CFG batched (2 rows)",
+            per_token(model, ours(ids, "graph", negative_prompt_ids=negative, guidance_scale=3.0), n, args.repeat))
+        unbatched = [UnbatchedClassifierFreeGuidanceLogitsProcessor(3.0, model, unconditional_ids=negative)]
+        row(impl, "graph", ctx, "CFG unbatched",
+            per_token(model, ours(ids, "graph", logits_processor=unbatched), n, args.repeat))
+
+        # The decode step's own matmul kernels (every projection of every layer + lm_head) for one token, alone.
+        denses = [cell for _, cell in model.cells_and_names() if isinstance(cell, nn.Dense)]
+
+        class Kernels(nn.Cell):
+            def __init__(self):
+                super().__init__()
+                self.denses = nn.CellList(denses)
+
+            def construct(self, x, wide):
+                total = 0
+                for dense in self.denses:
+                    total = total + dense(wide if dense.in_channels != x.shape[-1] else x).sum()
+                return total
+
+        kernels = ms.jit(Kernels().construct)
+        x = ms.Tensor(rng.standard_normal((1, 1, config.hidden_size)).astype(np.float32)).astype(model.lm_head.weight.dtype)
+        wide = ms.Tensor(rng.standard_normal((1, 1, config.intermediate_size)).astype(np.float32)).astype(x.dtype)
+        kernels(x, wide).asnumpy()
+        seconds = statistics.median(_time(lambda: kernels(x, wide).asnumpy()) for _ in range(max(5, args.repeat)))
+        row(impl, "graph", "-", "matmul kernels alone", seconds)
+
+    if args.torch:
+        import torch
+        from transformers import Emu3ForCausalLM as TorchEmu3, Emu3TextConfig
+        from emu3.mllm.hf_compat import hf_text_config_kwargs
+
+        torch.set_num_threads(args.threads)
+        reference = TorchEmu3(Emu3TextConfig(**hf_text_config_kwargs(config))).eval()
+        state = {name: torch.from_numpy(p.astype(ms.float32).asnumpy()) for name, p in model.parameters_and_names()}
+        reference.load_state_dict(state, strict=True)
+        timpl = f"torch {torch.__version__.split('+')[0]} (CPU, {args.threads} threads)"
+        for ctx, ids in prompts.items():
+            tids = torch.from_numpy(ids)
+
+            def run(k, tids=tids):
+                with torch.no_grad():
+                    reference.generate(tids, attention_mask=torch.ones_like(tids), max_new_tokens=k, min_new_tokens=k,
+                                       do_sample=False, use_cache=True, pad_token_id=config.pad_token_id)
+
+            timings = {}
+            for count in (n, 1):  # transformers has no per-step timer: (time(n) - time(1)) / (n - 1)
+                run(count)
+                timings[count] = statistics.median(_time(lambda: run(count)) for _ in range(args.repeat))
+            row(timpl, "eager", ctx, "greedy", max(timings[n] - timings[1], 1e-9) / (n - 1))
+
+    def ratio(a, b):
+        return f"{measured[a] / measured[b]:.2f}x" if a in measured and b in measured else "n/a"
+
+    short, long = args.context[0], args.context[-1]
+    rows_summary = [
+        ("graph decode step / its matmul kernels alone", ratio(("mindspore", "graph", short, "greedy"),
+                                                               ("mindspore", "graph", "-", "matmul kernels alone"))),
+        (f"graph per-token cost, context {long} / {short}", ratio(("mindspore", "graph", long, "greedy"),
+                                                                 ("mindspore", "graph", short, "greedy"))),
+        ("CFG speed-up, batched vs unbatched", ratio(("mindspore", "graph", short, "CFG unbatched"),
+                                                      ("mindspore", "graph", short, "CFG batched (2 rows)"))),
+        ("graph speed-up over pynative", ratio(("mindspore", "pynative", short, "greedy"),
+                                               ("mindspore", "graph", short, "greedy"))),
+        ("ours (graph) / PyTorch, time per token", ratio(("mindspore", "graph", short, "greedy"),
+                                                        ("torch", "eager", short, "greedy"))),
+    ]
+    bench_decode.summary = rows_summary
+    return rows
+
+
+# ---- load ---------------------------------------------------------------------------------------------------------
+
+def bench_load(args):
+    """Peak host memory of Emu3ForCausalLM.from_pretrained on a sharded fp32 checkpoint (released layout)."""
+    import json
+    import subprocess
+    import tempfile
+
+    import mindspore as ms
+    from safetensors.numpy import save_file
+    from emu3.mllm import Emu3Config, Emu3ForCausalLM
+
+    config = Emu3Config.from_pretrained(LLM_CONFIGS.get(args.config, args.config))
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        # Write a random fp32 checkpoint in 7 shards with an index, as the released LLMs are published.
+        model = Emu3ForCausalLM(config, dtype=ms.float32, random_init=False)
+        names = [(name, tuple(p.shape)) for name, p in model.parameters_and_names()]
+        del model
+        rng = np.random.default_rng(args.seed)
+        shards = [names[i::7] for i in range(7)]
+        weight_map, total = {}, 0
+        for i, shard in enumerate(shards):
+            file = f"model-{i + 1:05d}-of-00007.safetensors"
+            tensors = {n: (rng.standard_normal(shape, dtype=np.float32) * 0.02) for n, shape in shard}
+            total += sum(t.nbytes for t in tensors.values())
+            save_file(tensors, os.path.join(folder, file), metadata={"format": "pt"})
+            weight_map.update({n: file for n, _ in shard})
+            del tensors
+        with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
+        config.save_pretrained(folder)
+        for dtype in (args.dtype or "fp32", "fp16") if (args.dtype or "fp32") != "fp16" else ("fp16",):
+            # A fresh process, so its peak RSS is the load's alone (baseline: the same imports, no load).
+            probe = ("import resource, sys; sys.path.insert(0, %r)\n"
+                     "from emu3.device import select_device; select_device('CPU')\n"
+                     "from emu3.mllm import Emu3ForCausalLM\n"
+                     "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+                     "m = Emu3ForCausalLM.from_pretrained(%r, dtype=%r) if %r else None\n"
+                     "print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+            out = subprocess.run([sys.executable, "-c", probe % (REPO, folder, dtype, True)], capture_output=True,
+                                 text=True, check=True, env={**os.environ, "GLOG_v": "3"}).stdout.split()
+            base, peak = int(out[-2]) * 1024, int(out[-1]) * 1024
+            model_bytes = total // (2 if dtype in ("fp16", "bf16") else 1)
+            rows.append({"component": f"load ({os.path.basename(str(args.config)).removesuffix('.json')})",
+                         "checkpoint": f"7 shards, fp32, {total / 2**20:.0f} MiB", "target dtype": dtype,
+                         "model in target dtype MiB": f"{model_bytes / 2**20:.0f}",
+                         "peak RSS growth MiB": f"{(peak - base) / 2**20:.0f}",
+                         "peak / model": f"{(peak - base) / model_bytes:.2f}x"})
+    return rows
+
+
+COMPONENTS = {"vq": bench_vq, "decode": bench_decode, "load": bench_load}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("component", choices=sorted(COMPONENTS), help="what to benchmark")
-    p.add_argument("--config", default="small", help="vq: 'small', 'released' or a config.json path")
+    p.add_argument("--config", default="small", help="'small', 'released' (vq) or a config.json path")
     p.add_argument("--resolution", type=int, nargs="+", default=[256], help="H [W] in pixels (multiples of 8)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--frames", type=int, default=0, help="vq: video frames per sample (multiple of 4); 0 = images")
@@ -114,8 +294,12 @@ def parse_args(argv=None):
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--torch", action="store_true", help="also run HF transformers' PyTorch implementation")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (MindSpore uses its default)")
+    p.add_argument("--context", type=int, nargs="+", default=[64, 2048], help="decode: prompt lengths")
+    p.add_argument("--new-tokens", type=int, default=32, help="decode: tokens generated per timed run")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.new_tokens < 2:
+        p.error("--new-tokens must be at least 2 (the per-token time is a difference of two runs)")
     if len(args.resolution) == 1:
         args.resolution = args.resolution * 2
     if len(args.resolution) != 2 or any(r <= 0 or r % 8 for r in args.resolution):
@@ -127,8 +311,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    rows = COMPONENTS[args.component](args)
+    bench = COMPONENTS[args.component]
+    rows = bench(args)
     print_table(rows, list(rows[0]))
+    for label, value in getattr(bench, "summary", []):
+        print(f"{label}: {value}")
     return rows
 
 

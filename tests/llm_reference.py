@@ -11,21 +11,11 @@ from safetensors.numpy import save_file
 from transformers import Emu3ForCausalLM as HFEmu3ForCausalLM
 from transformers import Emu3TextConfig
 
+from emu3.mllm.hf_compat import hf_text_config_kwargs
+
 
 def hf_config(config, attn_implementation="eager"):
-    rope = {"rope_type": "default", "rope_theta": config.rope_theta}
-    if config.rope_scaling:
-        rope = {"rope_type": config.rope_scaling["type"], "factor": config.rope_scaling["factor"],
-                "rope_theta": config.rope_theta}
-    hf = Emu3TextConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
-        num_key_value_heads=config.num_key_value_heads, hidden_act=config.hidden_act,
-        max_position_embeddings=config.max_position_embeddings, rms_norm_eps=config.rms_norm_eps,
-        pad_token_id=config.pad_token_id, bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-        rope_parameters=rope, attention_dropout=config.attention_dropout,
-        initializer_range=config.initializer_range, tie_word_embeddings=False, use_cache=False,
-    )
+    hf = Emu3TextConfig(**hf_text_config_kwargs(config))
     hf._attn_implementation = attn_implementation
     return hf
 

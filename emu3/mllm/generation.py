@@ -27,6 +27,7 @@ max_new_tokens, mode)``; ``generate`` calls it before the first step.
 """
 
 import math
+import time
 
 import numpy as np
 
@@ -472,7 +473,9 @@ class GenerationMixin:
         cache_length = cache_length or initial_cache_length(config, model_ids.shape[1], max_new_tokens)
         decoder = CachedDecoder(self, model_mask, cache_length, mode)
         processors.prepare_generation(batch_size, max_new_tokens, mode)
+        started = time.perf_counter()
         logits = decoder.prefill(model_ids)
+        prefilled = time.perf_counter()
 
         sequences = np.empty((batch_size, prompt_len + max_new_tokens), np.int64)
         sequences[:, :prompt_len] = ids
@@ -511,6 +514,11 @@ class GenerationMixin:
             logits = decoder.step(np.concatenate([tokens, tokens]) if cfg else tokens)
         if bar is not None:
             bar.close()
+        decode_seconds = time.perf_counter() - prefilled
+        # What the original scripts print as "average speed s/step"; the first call includes graph compilation.
+        object.__setattr__(self, "generation_stats", {  # plain attribute: never part of a compiled graph
+            "prompt_tokens": prompt_len, "new_tokens": produced, "prefill_seconds": prefilled - started,
+            "decode_seconds": decode_seconds, "seconds_per_token": decode_seconds / max(produced - 1, 1)})
         return Tensor(sequences[:, :prompt_len + produced], ms.int64)
 
     def clear_generation_cache(self):
