@@ -219,13 +219,20 @@ class Encoder(nn.Cell):
         self.time_res_stack = nn.CellList([ResnetTemporalBlock(latent, config.dropout)
                                            for _ in range(config.num_res_blocks)])
 
-    def construct(self, x):
+    def construct(self, x, frames_out=None):
+        """x (B, T, 3, H, W) -> (B, T'/4, C, h, w), T' = ``frames_out`` or T.
+
+        ``frames_out`` > T repeats the encoded frames in time: an image is a clip of identical frames, and the
+        per-frame 2-D part gives identical results for identical frames, so it runs once (4x less work).
+        """
         b, t = x.shape[0], x.shape[1]
         h = self.conv_in(x.reshape((b * t,) + x.shape[2:]))  # frames are encoded independently in 2-D
         for stage in self.down:
             h = stage(h)
         h = self.conv_out(silu(self.norm_out(self.mid(h))))
         h = h.reshape((b, t) + h.shape[1:]).transpose(0, 2, 1, 3, 4)  # (B, C, T, h, w) for the temporal convs
+        if frames_out is not None and frames_out != t:
+            h = ops.broadcast_to(h, (h.shape[0], h.shape[1], frames_out) + h.shape[3:])
         for conv in self.time_conv:
             h = silu(conv(h))
         for block in self.time_res_stack:
@@ -255,7 +262,12 @@ class Decoder(nn.Cell):
         self.norm_out = SpatialNorm(ch * mult[0], zq)
         self.conv_out = Conv2d(ch * mult[0], config.out_channels, 3, padding=1)
 
-    def construct(self, z, zq):
+    def construct(self, z, zq, first_frame_only=False):
+        """z, zq (B, t, C, h, w) -> frames (B * 4t, 3, 8h, 8w), or (B, 3, 8h, 8w) with ``first_frame_only``.
+
+        After the temporal blocks every frame is decoded independently in 2-D, so an image (frame 0 of its
+        clip) skips the 2-D work of the other three frames.
+        """
         b = z.shape[0]
         # z and zq go through the temporal blocks together (stacked on the batch axis): zq is upsampled in time too.
         h = ops.cat((z, zq), axis=0).transpose(0, 2, 1, 3, 4)
@@ -264,6 +276,8 @@ class Decoder(nn.Cell):
         for conv in self.time_conv:
             h = silu(conv(h))
         h = h.transpose(0, 2, 1, 3, 4)  # (2B, T, C, h, w)
+        if first_frame_only:
+            h = h[:, :1]
         frames = h.shape[1]
         z = h[:b].reshape((b * frames,) + h.shape[2:])
         zq = h[b:].reshape((b * frames,) + h.shape[2:])
@@ -332,22 +346,17 @@ class Emu3VisionVQModel(PreTrainedModel):
     def encode(self, pixel_values):
         """Images (B, 3, H, W) -> codes (B, h, w); videos (B, T, 3, H, W) -> codes (B, T/4, h, w). int32."""
         self._check_pixels(pixel_values)
-        is_image = pixel_values.ndim == 4
-        if is_image:  # an image is a clip of identical frames
-            b, c, h, w = pixel_values.shape
-            factor = self.config.temporal_downsample_factor
-            pixel_values = ops.broadcast_to(pixel_values.reshape(b, 1, c, h, w), (b, factor, c, h, w))
-        codes = self._run("encode", self._encode, pixel_values.astype(self.compute_dtype))
-        return codes[:, 0] if is_image else codes
+        pixel_values = pixel_values.astype(self.compute_dtype)
+        if pixel_values.ndim == 4:  # an image: a clip of temporal_downsample_factor identical frames
+            return self._run("encode_image", self._encode_image, pixel_values)
+        return self._run("encode", self._encode, pixel_values)
 
     def decode(self, codes):
         """Codes (B, h, w) -> images (B, 3, 8h, 8w); (B, t, h, w) -> videos (B, 4t, 3, 8h, 8w). Range ~[-1, 1]."""
         codes = self._check_codes(codes)
-        is_image = codes.ndim == 3
-        if is_image:
-            codes = codes.reshape((codes.shape[0], 1) + codes.shape[1:])
-        video = self._run("decode", self._decode, codes)
-        return video[:, 0] if is_image else video
+        if codes.ndim == 3:  # an image: frame 0 of the clip decoded from a single time step
+            return self._run("decode_image", self._decode_image, codes)
+        return self._run("decode", self._decode, codes)
 
     @property
     def compute_dtype(self):
@@ -355,20 +364,27 @@ class Emu3VisionVQModel(PreTrainedModel):
 
     # ---- compute (what graph mode compiles) -----------------------------------------------------------------
 
-    def _encode(self, pixel_values):
-        h = self.encoder(pixel_values)  # (B, T/4, C, h, w)
+    def _encode(self, pixel_values, frames_out=None):
+        h = self.encoder(pixel_values, frames_out)  # (B, T/4, C, h, w)
         h = self.quant_conv(h.transpose(0, 2, 1, 3, 4)).transpose(0, 2, 1, 3, 4)
         return self.quantize(h)
 
-    def _decode(self, codes):
+    def _encode_image(self, pixel_values):
+        b, c, h, w = pixel_values.shape
+        return self._encode(pixel_values.reshape(b, 1, c, h, w), self.config.temporal_downsample_factor)[:, 0]
+
+    def _decode(self, codes, first_frame_only=False):
         b, t, h, w = codes.shape
         quant = self.quantize.lookup(codes).reshape(b, t, h, w, -1).transpose(0, 4, 1, 2, 3)  # (B, C, t, h, w)
         quant = quant.astype(self.compute_dtype)
         post_quant = self.post_quant_conv(quant)
-        frames = self.decoder(post_quant.transpose(0, 2, 1, 3, 4), quant.transpose(0, 2, 1, 3, 4))
+        frames = self.decoder(post_quant.transpose(0, 2, 1, 3, 4), quant.transpose(0, 2, 1, 3, 4), first_frame_only)
         factor = self.spatial_scale_factor
-        return frames.reshape(b, t * self.config.temporal_downsample_factor, self.config.out_channels,
-                              h * factor, w * factor)
+        frames_out = 1 if first_frame_only else t * self.config.temporal_downsample_factor
+        return frames.reshape(b, frames_out, self.config.out_channels, h * factor, w * factor)
+
+    def _decode_image(self, codes):
+        return self._decode(codes.reshape((codes.shape[0], 1) + codes.shape[1:]), True)[:, 0]
 
     # ---- input checks (plain Python, before any graph runs) -------------------------------------------------
 
