@@ -17,16 +17,14 @@ from safetensors.numpy import save_file
 import mindspore as ms
 from mindspore import Tensor
 
+from .arrays import to_numpy
+
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as it is; the message says what and where."""
-
-
-def _numpy_dtype_name(np_dtype):
-    return np.dtype(np_dtype).name
 
 
 def checkpoint_files(directory):
@@ -107,9 +105,10 @@ def load_checkpoint(model, directory, rename=None):
     for path in sorted({entry[2] for entry in header.values()}):
         with safe_open(path, framework="numpy") as f:
             for name in f.keys():
-                if rename(name) is None:
+                ours = rename(name)
+                if ours is None:
                     continue
-                param = params[rename(name)]
+                param = params[ours]
                 try:
                     array = f.get_tensor(name)
                 except SafetensorError as e:
@@ -128,17 +127,11 @@ def _to_param_dtype(array, dtype):
     return Tensor(array).astype(dtype)
 
 
-def _to_numpy(param):
-    if param.dtype == ms.bfloat16:
-        return param.astype(ms.float32).asnumpy()
-    return param.asnumpy()
-
-
 def save_checkpoint(model, directory, rename=None, metadata=None):
     """Write ``model``'s parameters to ``directory/model.safetensors`` (atomically: temp file, then rename)."""
     rename = rename or (lambda name: name)
     os.makedirs(directory, exist_ok=True)
-    tensors = {rename(name): np.array(_to_numpy(p), order="C") for name, p in model.parameters_and_names()}
+    tensors = {rename(name): np.array(to_numpy(p), order="C") for name, p in model.parameters_and_names()}
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
     os.close(fd)
     try:

@@ -20,9 +20,7 @@ class PreTrainedModel(nn.Cell):
     def from_config(cls, config, dtype=None, precision: PrecisionPolicy = None):
         """A randomly initialised model (weights from the layers' initialisers) under the precision policy."""
         device_target()
-        model = apply_precision(cls(config), precision or PrecisionPolicy.for_device(dtype))
-        model.set_train(False)
-        return model
+        return _ready(cls(config), precision or PrecisionPolicy.for_device(dtype))
 
     @classmethod
     def from_pretrained(cls, directory, config=None, dtype=None, precision: PrecisionPolicy = None):
@@ -35,9 +33,7 @@ class PreTrainedModel(nn.Cell):
         policy = precision or PrecisionPolicy.for_device(dtype)
         model = cls._empty_for_loading(config, policy)
         load_checkpoint(model, directory, rename=cls.checkpoint_rename)
-        apply_precision(model, policy)
-        model.set_train(False)
-        return model
+        return _ready(model, policy)
 
     @classmethod
     def _empty_for_loading(cls, config, policy: PrecisionPolicy):
@@ -47,3 +43,10 @@ class PreTrainedModel(nn.Cell):
     def save_pretrained(self, directory):
         self.config.save_pretrained(directory)
         save_checkpoint(self, directory)
+
+
+def _ready(model, policy):
+    """Apply the precision policy and switch to inference mode (users call set_train(True) to fine-tune)."""
+    apply_precision(model, policy)
+    model.set_train(False)
+    return model

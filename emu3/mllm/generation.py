@@ -34,19 +34,14 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, ops
 
+from ..arrays import to_numpy
 from .cache import DynamicCache, StaticCache
 
 # ---- small numpy helpers -----------------------------------------------------------------------------------------
 
 
 def _numpy(x):
-    if x is None:
-        return None
-    if isinstance(x, Tensor):
-        return x.asnumpy()
-    if hasattr(x, "detach"):  # a torch tensor
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+    return None if x is None else np.asarray(to_numpy(x))
 
 
 def log_softmax(scores):

@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..arrays import to_numpy
 from . import special_tokens as st
 from .tokenization_emu3 import BatchEncoding
 
@@ -98,7 +99,7 @@ def _rows(values, n: int, name: str) -> list:
 
 def _as_batch(seqs) -> list:
     """One sequence or a batch (lists, numpy, mindspore) -> a list of 1-D sequences."""
-    seqs = seqs.asnumpy() if hasattr(seqs, "asnumpy") else seqs
+    seqs = to_numpy(seqs)
     if isinstance(seqs, np.ndarray):
         return [seqs] if seqs.ndim == 1 else list(seqs.reshape(seqs.shape[0], -1))
     seqs = list(seqs)
@@ -306,7 +307,7 @@ class Emu3Processor:
 
     def to_imgstr(self, grid) -> str:
         """An (h, w) grid of codebook indices -> its visual-token rows joined by eol."""
-        grid = grid.asnumpy() if hasattr(grid, "asnumpy") else np.asarray(grid)
+        grid = np.asarray(to_numpy(grid))
         return self.tokenizer.eol_token.join("".join(self._visual_token(k) for k in row) for row in grid.tolist())
 
     def _visual_token(self, k) -> str:
@@ -454,7 +455,7 @@ class Emu3Processor:
 
 
 def _size_list(sizes) -> list:
-    sizes = sizes.asnumpy() if hasattr(sizes, "asnumpy") else sizes
+    sizes = to_numpy(sizes)
     return [tuple(int(v) for v in s) for s in np.asarray(sizes).reshape(-1, 2)]
 
 

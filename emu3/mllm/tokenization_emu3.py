@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import tiktoken
 
+from ..arrays import to_numpy
 from ..batch import BatchEncoding
 from .special_tokens import (
     BOI_TOKEN,
@@ -129,8 +130,7 @@ def _token_content(value):
 
 def _to_id_list(ids) -> List[int]:
     """ints / lists / numpy arrays / mindspore Tensors -> a flat Python list of ints."""
-    if hasattr(ids, "asnumpy"):  # mindspore.Tensor
-        ids = ids.asnumpy()
+    ids = to_numpy(ids)
     if isinstance(ids, np.ndarray):
         if ids.ndim > 1:
             raise ValueError(f"expected a 1-D sequence of ids, got shape {ids.shape}; use batch_decode for batches")
@@ -563,8 +563,7 @@ class Emu3Tokenizer:
         return self._enc.decode(ids, errors=errors or self.errors)
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False, **kwargs) -> List[str]:
-        if hasattr(sequences, "asnumpy"):
-            sequences = sequences.asnumpy()
+        sequences = to_numpy(sequences)
         return [self.decode(seq, skip_special_tokens=skip_special_tokens, **kwargs) for seq in sequences]
 
     def __repr__(self):

@@ -8,22 +8,16 @@ h rows of (w visual tokens + eol), then eof, eoi, eos — h * (w + 1) + 3 tokens
 
 import numpy as np
 
+from ..arrays import to_numpy
+
 
 def _per_row(value):
     """int, sequence, numpy array or framework tensor -> 1-D int64 numpy array (one entry, or one per batch row)."""
-    if hasattr(value, "asnumpy"):
-        value = value.asnumpy()
-    elif hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.int64).reshape(-1)
+    return np.asarray(to_numpy(value), dtype=np.int64).reshape(-1)
 
 
 def _as_ids(sequence):
-    if hasattr(sequence, "asnumpy"):
-        return sequence.asnumpy()
-    if hasattr(sequence, "detach"):
-        return sequence.detach().cpu().numpy()
-    return np.asarray(sequence)
+    return np.asarray(to_numpy(sequence))
 
 
 class Emu3PrefixConstrainedLogitsHelper:

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from ..arrays import to_numpy
 from ..batch import BatchFeature
 
 
@@ -75,20 +76,6 @@ def smart_resize(
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
 
-
-
-def _is_mindspore_tensor(x) -> bool:
-    # Checked by module name so that mindspore is only imported when the caller already uses it.
-    return type(x).__module__.startswith("mindspore")
-
-
-def _mindspore_to_numpy(tensor) -> np.ndarray:
-    import mindspore
-
-    # numpy has no bfloat16: go through float32 (exact, bf16 is a truncated fp32).
-    if tensor.dtype == mindspore.bfloat16:
-        tensor = tensor.astype(mindspore.float32)
-    return tensor.asnumpy()
 
 
 def _to_channel_list(values, name: str) -> List[float]:
@@ -406,8 +393,7 @@ class Emu3VisionVQImageProcessor:
         if isinstance(images, (list, tuple)) and len(images) > 0 and isinstance(images[0], Image.Image):
             return images if len(images) > 1 else images[0]
 
-        if _is_mindspore_tensor(images):
-            images = _mindspore_to_numpy(images)
+        images = to_numpy(images)
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[None]
