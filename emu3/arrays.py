@@ -1,8 +1,5 @@
 """One conversion from framework tensors to numpy, for code that accepts MindSpore, torch or numpy inputs."""
 
-import numpy as np
-
-
 def to_numpy(x):
     """A MindSpore or torch tensor -> numpy array (bf16 through fp32, which is exact); anything else unchanged.
 

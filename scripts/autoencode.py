@@ -65,22 +65,33 @@ def load_frames(args):
     return [test_image(seed=args.seed)], False
 
 
-def load_model(args):
-    import mindspore as ms
+def load_vision_tokenizer(model_path=None, config=DEFAULT_CONFIG, dtype=None):
+    """(model, image processor) from a checkpoint folder, or with RANDOM weights from ``config`` (and says so).
+
+    The image processor comes from the folder's preprocessor_config.json (random weights: the one beside
+    ``config``), else the released one. Callers seed MindSpore first for reproducible random weights.
+    """
     from emu3.tokenizer import Emu3VisionVQConfig, Emu3VisionVQImageProcessor, Emu3VisionVQModel
 
-    if args.model_path:
-        model = Emu3VisionVQModel.from_pretrained(args.model_path, dtype=args.dtype)
-        has_processor = os.path.isfile(os.path.join(args.model_path, "preprocessor_config.json"))
-        processor = Emu3VisionVQImageProcessor.from_pretrained(args.model_path if has_processor else DEFAULT_PREPROCESSOR)
-        print(f"model: {args.model_path}")
+    if model_path:
+        model = Emu3VisionVQModel.from_pretrained(model_path, dtype=dtype)
+        folder = model_path
+        print(f"vision tokenizer: {model_path}")
     else:
-        ms.set_seed(args.seed)
-        model = Emu3VisionVQModel.from_config(Emu3VisionVQConfig.from_pretrained(args.config), dtype=args.dtype)
-        beside = os.path.join(os.path.dirname(os.path.abspath(args.config)), "preprocessor_config.json")
-        processor = Emu3VisionVQImageProcessor.from_pretrained(beside if os.path.isfile(beside) else DEFAULT_PREPROCESSOR)
-        print(f"NOTE: no --model-path: RANDOM weights generated from {os.path.relpath(args.config)} — this exercises "
-              "the reconstruction path end to end; the quality figures below mean nothing for the real model.")
+        model = Emu3VisionVQModel.from_config(Emu3VisionVQConfig.from_pretrained(config), dtype=dtype)
+        folder = os.path.dirname(os.path.abspath(config))
+        print(f"NOTE: no vision-tokenizer checkpoint: RANDOM weights generated from {os.path.relpath(config)} — this "
+              "exercises the pipeline end to end; reconstruction/picture quality means nothing for the real model.")
+    beside = os.path.join(folder, "preprocessor_config.json")
+    processor = Emu3VisionVQImageProcessor.from_pretrained(beside if os.path.isfile(beside) else DEFAULT_PREPROCESSOR)
+    return model, processor
+
+
+def load_model(args):
+    import mindspore as ms
+
+    ms.set_seed(args.seed)
+    model, processor = load_vision_tokenizer(args.model_path, args.config, args.dtype)
     return model.set_graph_mode(args.mode == "graph"), processor
 
 

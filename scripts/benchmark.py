@@ -126,7 +126,7 @@ def _time(fn):
 def bench_decode(args):
     """Greedy decode speed of the LLM, batch 1: our port (pynative/graph) vs PyTorch, by context, CFG, kernels."""
     import mindspore as ms
-    from mindspore import nn, ops
+    from mindspore import nn
     from emu3.device import device_target
     from emu3.mllm import Emu3Config, Emu3ForCausalLM
     from emu3.mllm.generation import UnbatchedClassifierFreeGuidanceLogitsProcessor

@@ -10,7 +10,6 @@ configs/vision_tokenizer) and says so: that checks the pipeline end to end; the 
 """
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -20,7 +19,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VQ_CONFIG = os.path.join(REPO, "configs", "vision_tokenizer", "small.json")
-DEFAULT_PREPROCESSOR = os.path.join(REPO, "configs", "vision_tokenizer", "preprocessor_config.json")
 
 POSITIVE_PROMPT = " masterpiece, film grained, best quality."
 NEGATIVE_PROMPT = (
@@ -76,8 +74,8 @@ def load_components(args, padding_side="left"):
     """(model, processor) from the paths in args, with random weights where a path is missing."""
     import mindspore as ms
 
+    from autoencode import load_vision_tokenizer
     from emu3.mllm import Emu3Config, Emu3ForCausalLM, Emu3Processor, Emu3Tokenizer
-    from emu3.tokenizer import Emu3VisionVQConfig, Emu3VisionVQImageProcessor, Emu3VisionVQModel
 
     for flag in ("model_path", "vq_path", "tokenizer_path"):
         path = getattr(args, flag)
@@ -99,18 +97,7 @@ def load_components(args, padding_side="left"):
         model = Emu3ForCausalLM.from_config(Emu3Config(**TINY_LLM), dtype=args.dtype)
         print("NOTE: no --model-path: a tiny LLM with RANDOM weights — this exercises the pipeline end to end; "
               "its output means nothing.")
-    if args.vq_path:
-        vq = Emu3VisionVQModel.from_pretrained(args.vq_path, dtype=args.dtype)
-        has_processor = os.path.isfile(os.path.join(args.vq_path, "preprocessor_config.json"))
-        image_processor = Emu3VisionVQImageProcessor.from_pretrained(args.vq_path if has_processor
-                                                                     else DEFAULT_PREPROCESSOR)
-        print(f"vision tokenizer: {args.vq_path}")
-    else:
-        with open(args.vq_config, encoding="utf-8") as f:
-            vq_config = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
-        vq = Emu3VisionVQModel.from_config(Emu3VisionVQConfig(**vq_config), dtype=args.dtype)
-        image_processor = Emu3VisionVQImageProcessor.from_pretrained(DEFAULT_PREPROCESSOR)
-        print(f"NOTE: no --vq-path: vision tokenizer with RANDOM weights from {os.path.relpath(args.vq_config)}.")
+    vq, image_processor = load_vision_tokenizer(args.vq_path, args.vq_config, args.dtype)
     vq.set_graph_mode(args.mode == "graph")
     processor = Emu3Processor(image_processor, vq, tokenizer, model_config=model.config)
     return model, processor

@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import tempfile
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 from PIL import Image
