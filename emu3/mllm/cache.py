@@ -9,6 +9,13 @@ key axis the attention mask must cover).
   at ``cache_position``. Every decode step has the same shapes, so a ``mindspore.jit`` step compiles once, and
   the write costs the same at token 10 and token 9000. Attention always reads all ``max_length`` slots; the
   model's mask hides the slots not yet written.
+
+  How the write is done matters on CPU, where every alternative copies the whole buffer each step (its cost then
+  grows with ``max_length``): ``ScatterNdUpdate`` on the 4-D buffer copies it, and ``ScatterUpdate`` needs a flat
+  buffer whose reshape back to 4-D copies it (graph mode does not alias a reshaped Parameter). ``IndexAdd`` along
+  the slot axis updates the 4-D Parameter in place, so a slot is written by adding into zeros: **slots are
+  write-once between** ``reset()`` calls (``generate`` resets the cache before each use, and each generation
+  writes slot t once).
 - ``DynamicCache`` (pynative only): per-layer tensors that grow by concatenation, as the original (HF
   ``DynamicCache``). Shapes change every step, so under ``jit`` each step would recompile.
 """
@@ -31,22 +38,17 @@ class StaticCache(nn.Cell):
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.max_length = max_length
-        # Stored flat, (B * N_kv * max_length, D), because ScatterUpdate writes rows of its first axis in place;
-        # writing into a 4-D buffer by slice-assignment copies the whole buffer on CPU (cost grows with max_length).
-        rows = batch_size * num_kv_heads * max_length
+        shape = (batch_size, num_kv_heads, max_length, head_dim)
 
         def buffers(kind):
             return ParameterTuple([
-                Parameter(Tensor(np.zeros((rows, head_dim)), dtype), name=f"{kind}_cache.{i}", requires_grad=False)
+                Parameter(Tensor(np.zeros(shape), dtype), name=f"{kind}_cache.{i}", requires_grad=False)
                 for i in range(num_layers)
             ])
 
         self.key_cache = buffers("key")
         self.value_cache = buffers("value")
-        # Row of slot 0 for every (batch, kv head); adding a position gives the row to write.
-        self.row_base = Tensor((np.arange(batch_size * num_kv_heads) * max_length)
-                               .reshape(batch_size, num_kv_heads, 1).astype(np.int32))
-        self.scatter = ops.ScatterUpdate()
+        self.write = ops.IndexAdd(axis=2)  # in place on the Parameter; see the module docstring
 
     @classmethod
     def for_model(cls, config, batch_size, max_length, dtype=ms.float32):
@@ -54,12 +56,12 @@ class StaticCache(nn.Cell):
                    dtype)
 
     def update(self, key, value, layer_idx, cache_position):
-        """Write key/value (B, N_kv, q, D) at slots ``cache_position`` (q,) and return the full buffers."""
-        rows = self.row_base + cache_position.astype(ms.int32).reshape(1, 1, -1)
-        keys = self.scatter(self.key_cache[layer_idx], rows, key.astype(self.key_cache[layer_idx].dtype))
-        values = self.scatter(self.value_cache[layer_idx], rows, value.astype(self.value_cache[layer_idx].dtype))
-        shape = (self.batch_size, self.num_kv_heads, self.max_length, self.head_dim)
-        return keys.reshape(shape), values.reshape(shape)
+        """Write key/value (B, N_kv, q, D) into the empty slots ``cache_position`` (q,); return the full buffers."""
+        slots = cache_position.astype(ms.int32)
+        keys, values = self.key_cache[layer_idx], self.value_cache[layer_idx]
+        keys = ops.depend(keys, self.write(keys, slots, key.astype(keys.dtype)))
+        values = ops.depend(values, self.write(values, slots, value.astype(values.dtype)))
+        return keys, values
 
     def key_length(self, query_length):
         return self.max_length
@@ -69,8 +71,9 @@ class StaticCache(nn.Cell):
 
     def reset(self):
         """Zero every buffer (e.g. before reusing the cache for a new batch of prompts)."""
+        # In place (Assign), not set_data: a compiled step keeps writing into the buffers it was built with.
         for param in tuple(self.key_cache) + tuple(self.value_cache):
-            param.set_data(ops.zeros_like(param))
+            ops.assign(param, ops.zeros_like(param))
 
 
 class DynamicCache:

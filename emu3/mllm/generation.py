@@ -267,9 +267,8 @@ class CachedDecoder:
         b, n, d = old.batch_size, old.num_kv_heads, old.head_dim
         for source, target in zip(tuple(old.key_cache) + tuple(old.value_cache),
                                   tuple(new.key_cache) + tuple(new.value_cache)):
-            data = source.reshape(b, n, old.max_length, d)
             padding = ops.zeros((b, n, new.max_length - old.max_length, d), source.dtype)
-            ops.assign(target, ops.cat((data, padding), axis=2).reshape(-1, d))
+            ops.assign(target, ops.cat((source, padding), axis=2))
 
     def prefill(self, input_ids):
         ids = np.asarray(input_ids).reshape(self.batch_size, self.prompt_len)

@@ -44,19 +44,26 @@ def math_attention(query, key, value, mask=None, scale=1.0, dropout=None):
     b, n, sq, d = query.shape
     n_kv, sk = key.shape[1], key.shape[2]
     group = n // n_kv
-    q = query.reshape(b, n_kv, group * sq, d)
-    scores = (_matmul_nt(q, key) * scale).astype(ms.float32).reshape(b, n_kv, group, sq, sk)
+    # Scaling the queries instead of the scores: the same product, on Sq*D values instead of Sq*Sk.
+    q = (query * scale).reshape(b, n_kv, group * sq, d)
+    scores = _matmul_nt(q, key).astype(ms.float32).reshape(b, n_kv, group, sq, sk)
     if mask is not None:
-        mask = _grouped_mask(mask, group)
-        if mask.dtype == ms.bool_:
-            scores = ops.select(mask, scores, ops.full_like(scores, _MASKED))
-        else:
-            scores = scores + mask.astype(ms.float32)
+        scores = scores + additive_mask(_grouped_mask(mask, group))
     probs = ops.softmax(scores, axis=-1).astype(query.dtype)
     if dropout is not None:
         probs = dropout(probs)
     out = ops.matmul(probs.reshape(b, n_kv, group * sq, sk), value)
     return out.reshape(b, n, sq, d)
+
+
+def additive_mask(mask):
+    """A bool mask (True = attend) -> fp32 0 / large negative; a float mask is taken as additive already.
+
+    Converted at the mask's own (broadcast) shape, which is smaller than the scores it is added to.
+    """
+    if mask.dtype == ms.bool_:
+        return ops.logical_not(mask).astype(ms.float32) * _MASKED
+    return mask.astype(ms.float32)
 
 
 def _grouped_mask(mask, group):

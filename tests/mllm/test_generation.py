@@ -116,6 +116,9 @@ def test_greedy_matches_oracle_on_left_padded_batch(pair, rng, mode):
     ours = model.generate(ids, mask, max_new_tokens=12, mode=mode, eos_token_id=EOS, pad_token_id=PAD)
     assert ours.shape == (3, 9 + 12)
     np.testing.assert_array_equal(ours.asnumpy(), ref)
+    # Same shapes again: the kept step (and its cache, emptied in place) is reused and must give the same tokens.
+    again = model.generate(ids, mask, max_new_tokens=12, mode=mode, eos_token_id=EOS, pad_token_id=PAD)
+    np.testing.assert_array_equal(again.asnumpy(), ref)
 
 
 def test_eos_finishes_a_row_and_pads_it(pair, rng):

@@ -174,6 +174,34 @@ def test_static_cache_decoding_matches_full_forward_in_graph_mode(pair, rng):
     np.testing.assert_allclose(got, full[:, prompt_len - 1:], atol=ATOL, rtol=0)
 
 
+class _CacheWriter(ms.nn.Cell):
+    def __init__(self, cache):
+        super().__init__()
+        self.cache = cache
+
+    def construct(self, key, value, cache_position):
+        return self.cache.update(key, value, 0, cache_position)
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_static_cache_writes_slots_in_place_and_reset_empties_them(rng, mode):
+    cache = StaticCache(num_layers=1, batch_size=2, num_kv_heads=3, head_dim=4, max_length=6)
+    writer = _CacheWriter(cache)
+    write = ms.jit(writer.construct) if mode == "graph" else writer
+    expected = np.zeros((2, 2, 3, 6, 4), np.float32)  # (key/value, B, N_kv, slots, D)
+    for _ in range(2):  # the second round checks that reset() empties the slots for a new generation
+        expected[:] = 0
+        for slots in ([0, 1, 2], [3], [4]):  # a prompt, then one token at a time
+            kv = rng.standard_normal((2, 2, 3, len(slots), 4)).astype(np.float32)
+            keys, values = write(Tensor(kv[0]), Tensor(kv[1]), Tensor(np.array(slots), ms.int32))
+            expected[:, :, :, slots] = kv
+            np.testing.assert_array_equal(keys.asnumpy(), expected[0])
+            np.testing.assert_array_equal(values.asnumpy(), expected[1])
+        np.testing.assert_array_equal(cache.key_cache[0].asnumpy(), expected[0])  # the Parameter itself
+        cache.reset()
+        assert not cache.key_cache[0].asnumpy().any() and not cache.value_cache[0].asnumpy().any()
+
+
 def test_dynamic_cache_decoding_matches_full_forward(pair, rng):
     model, _, _ = pair
     ids, mask, prompt_len = _decode_case(rng)
