@@ -9,7 +9,8 @@ batch 1: per-token time by context, batched vs unbatched CFG, and the step's mat
 one run uses the same weights, input and thread count; ``--torch`` adds HF transformers' PyTorch implementation
 on the same weights.
 Times are wall-clock medians over ``--repeat`` runs after one warm-up run (whose time, including graph
-compilation, is reported separately).
+compilation, is reported separately); decode reports the median time of one step (every step of every run
+pooled, for ours and for PyTorch alike) and, beside it, the median of the runs' mean step time.
 """
 
 import argparse
@@ -107,14 +108,22 @@ def bench_vq(args):
 LLM_CONFIGS = {"small": os.path.join(REPO, "configs", "mllm", "small.json")}
 
 
-def per_token(model, run, new_tokens, repeat):
-    """Median seconds per decode step (prefill excluded) as ``generate`` measured it, after a warm-up run."""
-    run(new_tokens)  # warm-up: compiles the graphs of these shapes
-    samples = []
-    for _ in range(repeat):
+def per_token(model, runs, new_tokens, repeat):
+    """{label: (median seconds of one decode step, median over runs of the run's mean)} for ``runs``
+    {label: run(new_tokens)}, as ``generate`` timed them (prefill excluded). Each run is warmed up once (which
+    compiles its graphs), then all are timed ``repeat`` times round-robin, so that drifts of this shared machine
+    hit every label alike instead of whichever ran last. The median step is the steady per-token cost; a short
+    run's mean also carries the few slower steps right after its prefill."""
+    for run in runs.values():
         run(new_tokens)
-        samples.append(model.generation_stats["seconds_per_token"])
-    return statistics.median(samples)
+    steps = {label: [] for label in runs}
+    means = {label: [] for label in runs}
+    for _ in range(repeat):
+        for label, run in runs.items():
+            run(new_tokens)
+            steps[label] += model.generation_stats["step_seconds"]
+            means[label].append(model.generation_stats["seconds_per_token"])
+    return {label: (statistics.median(steps[label]), statistics.median(means[label])) for label in runs}
 
 
 def _time(fn):
@@ -134,6 +143,7 @@ def bench_decode(args):
     config = Emu3Config.from_pretrained(LLM_CONFIGS.get(args.config, args.config))
     ms.set_seed(args.seed)
     model = Emu3ForCausalLM.from_config(config, dtype=args.dtype)
+    model.generation_steps_kept = 8  # runs of every shape alternate (see per_token) without recompiling
     rng = np.random.default_rng(args.seed)
     prompts = {ctx: rng.integers(3, config.vocab_size, (1, ctx)) for ctx in args.context}
     negative = rng.integers(3, config.vocab_size, (1, args.context[0]))
@@ -142,25 +152,27 @@ def bench_decode(args):
     impl = f"mindspore {ms.__version__} ({device_target()})"
     rows, measured = [], {}
 
-    def row(impl, mode, context, note, seconds):
+    def row(impl, mode, context, note, seconds, mean=None):
         measured[(impl.split()[0], mode, context, note)] = seconds
         rows.append({"component": f"decode ({os.path.basename(str(args.config)).removesuffix('.json')})",
                      "impl": impl, "mode": mode, "precision": precision, "context": context, "batch": 1,
-                     "what": note, "ms/token": f"{seconds * 1e3:.2f}", "tokens/s": f"{1 / seconds:.1f}"})
+                     "what": note, "ms/token": f"{seconds * 1e3:.2f}", "tokens/s": f"{1 / seconds:.1f}",
+                     "run mean ms/token": "-" if mean is None else f"{mean * 1e3:.2f}"})
 
     def ours(ids, mode, **kw):
         return lambda k: model.generate(ids, max_new_tokens=k, eos_token_id=[], mode=mode, progress=False, **kw)
 
     for mode in args.mode:
-        for ctx, ids in prompts.items():
-            row(impl, mode, ctx, "greedy", per_token(model, ours(ids, mode), n, args.repeat))
+        runs = {(mode, ctx, "greedy"): ours(ids, mode) for ctx, ids in prompts.items()}
+        if mode == "graph":
+            ctx, ids = args.context[0], prompts[args.context[0]]
+            unbatched = [UnbatchedClassifierFreeGuidanceLogitsProcessor(3.0, model, unconditional_ids=negative)]
+            runs[("graph", ctx, "CFG batched (2 rows)")] = ours(ids, "graph", negative_prompt_ids=negative,
+                                                                guidance_scale=3.0)
+            runs[("graph", ctx, "CFG unbatched")] = ours(ids, "graph", logits_processor=unbatched)
+        for (mode_, ctx, note), (step, mean) in per_token(model, runs, n, args.repeat).items():
+            row(impl, mode_, ctx, note, step, mean)
     if "graph" in args.mode:
-        ctx, ids = args.context[0], prompts[args.context[0]]
-        row(impl, "graph", ctx, "CFG batched (2 rows)",
-            per_token(model, ours(ids, "graph", negative_prompt_ids=negative, guidance_scale=3.0), n, args.repeat))
-        unbatched = [UnbatchedClassifierFreeGuidanceLogitsProcessor(3.0, model, unconditional_ids=negative)]
-        row(impl, "graph", ctx, "CFG unbatched",
-            per_token(model, ours(ids, "graph", logits_processor=unbatched), n, args.repeat))
 
         # The decode step's own matmul kernels (every projection of every layer + lm_head) for one token, alone.
         denses = [cell for _, cell in model.cells_and_names() if isinstance(cell, nn.Dense)]
@@ -185,7 +197,7 @@ def bench_decode(args):
 
     if args.torch:
         import torch
-        from transformers import Emu3ForCausalLM as TorchEmu3, Emu3TextConfig
+        from transformers import Emu3ForCausalLM as TorchEmu3, Emu3TextConfig, LogitsProcessor, LogitsProcessorList
         from emu3.mllm.hf_compat import hf_text_config_kwargs
 
         torch.set_num_threads(args.threads)
@@ -193,19 +205,32 @@ def bench_decode(args):
         state = {name: torch.from_numpy(p.astype(ms.float32).asnumpy()) for name, p in model.parameters_and_names()}
         reference.load_state_dict(state, strict=True)
         timpl = f"torch {torch.__version__.split('+')[0]} (CPU, {args.threads} threads)"
-        for ctx, ids in prompts.items():
-            tids = torch.from_numpy(ids)
+        class StepClock(LogitsProcessor):
+            """Stamps each decode step: transformers calls logits processors once per generated token."""
 
-            def run(k, tids=tids):
+            def __init__(self):
+                self.stamps = []
+
+            def __call__(self, input_ids, scores):
+                self.stamps.append(time.perf_counter())
+                return scores
+
+        steps = {ctx: [] for ctx in prompts}
+        means = {ctx: [] for ctx in prompts}
+        for r in range(args.repeat + 1):  # the first round warms up; contexts alternate as for ours
+            for ctx, ids in prompts.items():
+                clock = StepClock()
+                tids = torch.from_numpy(ids)
                 with torch.no_grad():
-                    reference.generate(tids, attention_mask=torch.ones_like(tids), max_new_tokens=k, min_new_tokens=k,
-                                       do_sample=False, use_cache=True, pad_token_id=config.pad_token_id)
-
-            timings = {}
-            for count in (n, 1):  # transformers has no per-step timer: (time(n) - time(1)) / (n - 1)
-                run(count)
-                timings[count] = statistics.median(_time(lambda: run(count)) for _ in range(args.repeat))
-            row(timpl, "eager", ctx, "greedy", max(timings[n] - timings[1], 1e-9) / (n - 1))
+                    reference.generate(tids, attention_mask=torch.ones_like(tids), max_new_tokens=n,
+                                       min_new_tokens=n, do_sample=False, use_cache=True,
+                                       pad_token_id=config.pad_token_id, logits_processor=LogitsProcessorList([clock]))
+                if r:
+                    intervals = np.diff(clock.stamps)  # stamp 0 follows the prefill: n - 1 decode steps
+                    steps[ctx] += intervals.tolist()
+                    means[ctx].append(float(intervals.mean()))
+        for ctx in prompts:
+            row(timpl, "eager", ctx, "greedy", statistics.median(steps[ctx]), statistics.median(means[ctx]))
 
     def ratio(a, b):
         return f"{measured[a] / measured[b]:.2f}x" if a in measured and b in measured else "n/a"
@@ -291,7 +316,7 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, default=0, help="vq: video frames per sample (multiple of 4); 0 = images")
     p.add_argument("--mode", nargs="+", choices=("pynative", "graph"), default=["pynative", "graph"])
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None, help="default: by device")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--torch", action="store_true", help="also run HF transformers' PyTorch implementation")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (MindSpore uses its default)")
     p.add_argument("--context", type=int, nargs="+", default=[64, 2048], help="decode: prompt lengths")

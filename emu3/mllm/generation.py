@@ -12,7 +12,7 @@ Design for speed (see ``GenerationMixin.generate``):
   front, doubled if a generation outgrows it), so every decode step has the same input shapes: in
   ``mode="graph"`` one ``mindspore.jit`` graph serves every step (plus one for the prefill), and a step costs
   the same at token 10 and token 8000. Cells, caches and graphs are kept on the model between calls, so a
-  second ``generate`` with the same shapes compiles nothing. The 2-D attention mask is built once at the cache
+  second ``generate`` with the same shapes compiles nothing (``generation_steps_kept`` shapes per role). The 2-D attention mask is built once at the cache
   length with the generated slots already set to 1 (the causal part of the mask hides the slots not yet
   written).
 - Processors and sampling work on the host in numpy: the logits of one position are copied once per step (the
@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 import mindspore as ms
-from mindspore import Tensor, ops
+from mindspore import Tensor
 
 from ..arrays import to_numpy
 from .cache import DynamicCache, StaticCache
@@ -191,8 +191,10 @@ def _cached_step(model, role, batch_size, max_length, mode):
     """(step cell, callable) for an ``Emu3CachedStep`` of these shapes (jitted in graph mode), kept on the model.
 
     Reusing the same cell and cache across ``generate`` calls with the same shapes means the graphs compile
-    once; one entry per ``role`` (the generation itself, the unconditional CFG branch) bounds the memory kept
-    (``GenerationMixin.clear_generation_cache`` frees it).
+    once. Each ``role`` (the generation itself, the unconditional CFG branch) keeps the steps of its last
+    ``model.generation_steps_kept`` shapes (default 1), which bounds the cache memory held
+    (``GenerationMixin.clear_generation_cache`` frees it); raise it to alternate between shapes without
+    recompiling, e.g. text-to-image and VQA from one model.
     """
     from .modeling_emu3 import Emu3CachedStep
 
@@ -200,19 +202,20 @@ def _cached_step(model, role, batch_size, max_length, mode):
     if steps is None:
         steps = {}
         object.__setattr__(model, "_generation_steps", steps)  # a plain attribute, not a registered sub-cell
+    kept = steps.setdefault(role, {})  # shapes -> (step cell, callable), least recently used first
     key = (batch_size, max_length, mode)
-    entry = steps.get(role)
-    if entry is None or entry[0] != key:
-        steps.pop(role, None)
-        dtype = model.lm_head.weight.dtype
-        cache = StaticCache.for_model(model.config, batch_size, max_length, dtype)
+    entry = kept.pop(key, None)
+    if entry is None:
+        while len(kept) >= max(1, int(model.generation_steps_kept)):
+            kept.pop(next(iter(kept)))
+        cache = StaticCache.for_model(model.config, batch_size, max_length, model.lm_head.weight.dtype)
         step = Emu3CachedStep(model, cache)
         step.set_train(False)
-        entry = (key, step, ms.jit(step.construct) if mode == "graph" else step)
-        steps[role] = entry
+        entry = (step, ms.jit(step.construct) if mode == "graph" else step)
     else:
-        entry[1].cache.reset()
-    return entry[1], entry[2]
+        entry[0].cache.reset()
+    kept[key] = entry
+    return entry
 
 
 def initial_cache_length(config, prompt_len, max_new_tokens):
@@ -263,12 +266,7 @@ class CachedDecoder:
     def _grow(self):
         old = self.step_cell.cache
         self._allocate(2 * self.max_length)
-        new = self.step_cell.cache
-        b, n, d = old.batch_size, old.num_kv_heads, old.head_dim
-        for source, target in zip(tuple(old.key_cache) + tuple(old.value_cache),
-                                  tuple(new.key_cache) + tuple(new.value_cache)):
-            padding = ops.zeros((b, n, new.max_length - old.max_length, d), source.dtype)
-            ops.assign(target, ops.cat((source, padding), axis=2))
+        self.step_cell.cache.copy_from(old)
 
     def prefill(self, input_ids):
         ids = np.asarray(input_ids).reshape(self.batch_size, self.prompt_len)
@@ -396,6 +394,9 @@ def _left_pad(ids, mask, length, pad_token_id):
 class GenerationMixin:
     """``generate`` for a causal LM with the ``Emu3ForCausalLM`` interface (``config``, ``lm_head``)."""
 
+    # Compiled decode steps (each with its KV cache) kept per role for reuse; see ``_cached_step``.
+    generation_steps_kept = 1
+
     def generate(self, input_ids, attention_mask=None, logits_processor=None, max_new_tokens=20, do_sample=False,
                  top_k=None, top_p=None, temperature=1.0, eos_token_id=None, pad_token_id=None, mode="pynative",
                  progress=None, negative_prompt_ids=None, negative_prompt_attention_mask=None,
@@ -482,6 +483,7 @@ class GenerationMixin:
 
             bar = tqdm(total=max_new_tokens, desc="generate", unit="tok")
         produced = 0
+        step_ends = [prefilled]
         for step in range(max_new_tokens):
             current = sequences[:, :prompt_len + step]
             if cfg:
@@ -506,13 +508,17 @@ class GenerationMixin:
             if not unfinished.any() or produced == max_new_tokens:
                 break
             logits = decoder.step(np.concatenate([tokens, tokens]) if cfg else tokens)
+            step_ends.append(time.perf_counter())
         if bar is not None:
             bar.close()
         decode_seconds = time.perf_counter() - prefilled
         # What the original scripts print as "average speed s/step"; the first call includes graph compilation.
         object.__setattr__(self, "generation_stats", {  # plain attribute: never part of a compiled graph
             "prompt_tokens": prompt_len, "new_tokens": produced, "prefill_seconds": prefilled - started,
-            "decode_seconds": decode_seconds, "seconds_per_token": decode_seconds / max(produced - 1, 1)})
+            "decode_seconds": decode_seconds, "seconds_per_token": decode_seconds / max(produced - 1, 1),
+            # Each token's own time (processors + sampling + one decode step): its median is the steady per-token
+            # cost, without the one-off slow first steps after a prefill that weigh on a short run's mean.
+            "step_seconds": np.diff(step_ends).tolist()})
         return Tensor(sequences[:, :prompt_len + produced], ms.int64)
 
     def clear_generation_cache(self):

@@ -160,10 +160,12 @@ class Emu3Attention(nn.Cell):
         v = self.v_proj(hidden_states).reshape(b, s, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
         q = apply_rotary(q, cos, sin, self.swap_index)
         k = apply_rotary(k, cos, sin, self.swap_index)
+        transposed_keys = False
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx, cache_position)
             k, v = k.astype(q.dtype), v.astype(q.dtype)
-        out = self.attention(q, k, v, mask)  # (B, N, S, D)
+            transposed_keys = past_key_values.transposed_keys
+        out = self.attention(q, k, v, mask, transposed_keys)  # (B, N, S, D)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(b, s, self.num_heads * self.head_dim))
 
 

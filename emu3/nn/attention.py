@@ -2,7 +2,8 @@
 
 One contract for every backend (the model never knows which one runs):
 
-- ``query`` (B, N, Sq, D), ``key``/``value`` (B, N_kv, Sk, D), N a multiple of N_kv. Grouped-query attention maps
+- ``query`` (B, N, Sq, D), ``key``/``value`` (B, N_kv, Sk, D), N a multiple of N_kv; with ``transposed_keys``
+  the key is given as (B, N_kv, D, Sk) (how a CPU static cache stores it, see ``emu3.mllm.cache``). Grouped-query attention maps
   query head h to key/value head h // (N / N_kv), exactly like the original's ``repeat_kv``.
 - ``mask`` is None, a bool tensor broadcastable to (B, 1, Sq, Sk) with **True = may attend**, or an additive float
   mask (0 = attend, a large negative value = masked).
@@ -39,14 +40,15 @@ def default_backend():
 # ---- portable math path ----------------------------------------------------------------------------------------
 
 
-def math_attention(query, key, value, mask=None, scale=1.0, dropout=None):
+def math_attention(query, key, value, mask=None, scale=1.0, dropout=None, transposed_keys=False):
     """The reference semantics of the contract above; ``dropout`` is a Dropout cell (active in training only)."""
     b, n, sq, d = query.shape
-    n_kv, sk = key.shape[1], key.shape[2]
+    n_kv, sk = key.shape[1], value.shape[2]
     group = n // n_kv
     # Scaling the queries instead of the scores: the same product, on Sq*D values instead of Sq*Sk.
     q = (query * scale).reshape(b, n_kv, group * sq, d)
-    scores = _matmul_nt(q, key).astype(ms.float32).reshape(b, n_kv, group, sq, sk)
+    scores = ops.matmul(q, key) if transposed_keys else _matmul_nt(q, key)
+    scores = scores.astype(ms.float32).reshape(b, n_kv, group, sq, sk)
     if mask is not None:
         scores = scores + additive_mask(_grouped_mask(mask, group))
     probs = ops.softmax(scores, axis=-1).astype(query.dtype)
@@ -145,9 +147,12 @@ class Attention(nn.Cell):
                 self.keep_prob = Tensor(1.0 - dropout, ms.float32)
             self.decode_op = ops.fused_infer_attention_score
 
-    def construct(self, query, key, value, mask=None):
+    def construct(self, query, key, value, mask=None, transposed_keys=False):
         if self.backend == "math":
-            return math_attention(query, key, value, mask, self.scale, self.dropout if self.training else None)
+            return math_attention(query, key, value, mask, self.scale, self.dropout if self.training else None,
+                                  transposed_keys)
+        if transposed_keys:  # the kernels take BNSD keys (a cache built for them stores keys that way)
+            key = key.transpose(0, 1, 3, 2)
         if query.shape[2] == 1 and not self.training:
             return self._decode(query, key, value, mask)
         return self._flash(query, key, value, mask)

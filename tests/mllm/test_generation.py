@@ -121,6 +121,27 @@ def test_greedy_matches_oracle_on_left_padded_batch(pair, rng, mode):
     np.testing.assert_array_equal(again.asnumpy(), ref)
 
 
+def test_kept_steps_let_shapes_alternate_without_recompiling(pair, rng):
+    model, _ = pair
+    ids, mask = left_padded(rng, [7, 5])
+    short = ids[:1, -4:]
+    model.clear_generation_cache()
+    model.generation_steps_kept = 2
+    try:
+        first = [model.generate(x, max_new_tokens=5, mode="graph", eos_token_id=[]).asnumpy() for x in (ids, short)]
+        kept = dict(model._generation_steps["generate"])
+        assert len(kept) == 2
+        again = [model.generate(x, max_new_tokens=5, mode="graph", eos_token_id=[]).asnumpy() for x in (ids, short)]
+        assert all(model._generation_steps["generate"][key] is entry for key, entry in kept.items())  # reused
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)
+        model.generate(ids[:, -3:], max_new_tokens=5, mode="graph", eos_token_id=[])  # a third shape
+        assert len(model._generation_steps["generate"]) == 2  # the least recently used one was dropped
+    finally:
+        model.generation_steps_kept = 1
+        model.clear_generation_cache()
+
+
 def test_eos_finishes_a_row_and_pads_it(pair, rng):
     model, oracle = pair
     ids, mask = left_padded(rng, [8, 5])
