@@ -18,7 +18,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from ..modeling_utils import PreTrainedModel
-from ..nn.attention import Attention
+from ..nn.attention import Attention, additive_mask
 from ..nn.rms_norm import RMSNorm
 from .cache import DynamicCache
 from .configuration_emu3 import Emu3Config
@@ -286,7 +286,8 @@ class Emu3Model(Emu3PreTrainedModel):
             past = 0 if past_key_values is None else past_key_values.get_seq_length()
             cache_position = ops.arange(past, past + seq_len, dtype=ms.int32)
         key_length = seq_len if past_key_values is None else past_key_values.key_length(seq_len)
-        mask = causal_mask(attention_mask, cache_position, key_length)
+        # Additive once here rather than in each layer's attention.
+        mask = additive_mask(causal_mask(attention_mask, cache_position, key_length))
         if position_ids is None:
             position_ids = cache_position.reshape(1, seq_len)
         cos, sin = self.rotary_emb(position_ids, cache_position[-1] + 1)
