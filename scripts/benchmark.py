@@ -108,21 +108,21 @@ def bench_vq(args):
 LLM_CONFIGS = {"small": os.path.join(REPO, "configs", "mllm", "small.json")}
 
 
-def per_token(model, runs, new_tokens, repeat):
-    """{label: (median seconds of one decode step, median over runs of the run's mean)} for ``runs``
-    {label: run(new_tokens)}, as ``generate`` timed them (prefill excluded). Each run is warmed up once (which
-    compiles its graphs), then all are timed ``repeat`` times round-robin, so that drifts of this shared machine
-    hit every label alike instead of whichever ran last. The median step is the steady per-token cost; a short
-    run's mean also carries the few slower steps right after its prefill."""
+def per_token(runs, repeat):
+    """{label: (median seconds of one step, median over runs of the run's mean step)} for ``runs`` {label: run()},
+    each ``run()`` returning the seconds of its steps. Each run is warmed up once (which compiles its graphs),
+    then all are timed ``repeat`` times round-robin, so that drifts of this shared machine hit every label alike
+    instead of whichever ran last. The median step is the steady per-token cost; a short generation's mean also
+    carries the few slower steps right after its prefill."""
     for run in runs.values():
-        run(new_tokens)
+        run()
     steps = {label: [] for label in runs}
     means = {label: [] for label in runs}
     for _ in range(repeat):
         for label, run in runs.items():
-            run(new_tokens)
-            steps[label] += model.generation_stats["step_seconds"]
-            means[label].append(model.generation_stats["seconds_per_token"])
+            times = run()
+            steps[label] += times
+            means[label].append(statistics.fmean(times))
     return {label: (statistics.median(steps[label]), statistics.median(means[label])) for label in runs}
 
 
@@ -160,21 +160,24 @@ def bench_decode(args):
                      "run mean ms/token": "-" if mean is None else f"{mean * 1e3:.2f}"})
 
     def ours(ids, mode, **kw):
-        return lambda k: model.generate(ids, max_new_tokens=k, eos_token_id=[], mode=mode, progress=False, **kw)
+        def run():
+            model.generate(ids, max_new_tokens=n, eos_token_id=[], mode=mode, progress=False, **kw)
+            return model.generation_stats["step_seconds"]
 
+        return run
+
+    runs = {}
     for mode in args.mode:
-        runs = {(mode, ctx, "greedy"): ours(ids, mode) for ctx, ids in prompts.items()}
-        if mode == "graph":
-            ctx, ids = args.context[0], prompts[args.context[0]]
-            unbatched = [UnbatchedClassifierFreeGuidanceLogitsProcessor(3.0, model, unconditional_ids=negative)]
-            runs[("graph", ctx, "CFG batched (2 rows)")] = ours(ids, "graph", negative_prompt_ids=negative,
-                                                                guidance_scale=3.0)
-            runs[("graph", ctx, "CFG unbatched")] = ours(ids, "graph", logits_processor=unbatched)
-        for (mode_, ctx, note), (step, mean) in per_token(model, runs, n, args.repeat).items():
-            row(impl, mode_, ctx, note, step, mean)
+        runs.update({(mode, ctx, "greedy"): ours(ids, mode) for ctx, ids in prompts.items()})
     if "graph" in args.mode:
+        ctx, ids = args.context[0], prompts[args.context[0]]
+        unbatched = [UnbatchedClassifierFreeGuidanceLogitsProcessor(3.0, model, unconditional_ids=negative)]
+        runs[("graph", ctx, "CFG batched (2 rows)")] = ours(ids, "graph", negative_prompt_ids=negative,
+                                                            guidance_scale=3.0)
+        runs[("graph", ctx, "CFG unbatched")] = ours(ids, "graph", logits_processor=unbatched)
 
-        # The decode step's own matmul kernels (every projection of every layer + lm_head) for one token, alone.
+        # The decode step's own matmul kernels (every projection of every layer + lm_head) for one token, alone,
+        # timed in the same rounds as the generations it is compared with.
         denses = [cell for _, cell in model.cells_and_names() if isinstance(cell, nn.Dense)]
 
         class Kernels(nn.Cell):
@@ -191,9 +194,10 @@ def bench_decode(args):
         kernels = ms.jit(Kernels().construct)
         x = ms.Tensor(rng.standard_normal((1, 1, config.hidden_size)).astype(np.float32)).astype(model.lm_head.weight.dtype)
         wide = ms.Tensor(rng.standard_normal((1, 1, config.intermediate_size)).astype(np.float32)).astype(x.dtype)
-        kernels(x, wide).asnumpy()
-        seconds = statistics.median(_time(lambda: kernels(x, wide).asnumpy()) for _ in range(max(5, args.repeat)))
-        row(impl, "graph", "-", "matmul kernels alone", seconds)
+        runs[("graph", "-", "matmul kernels alone")] = lambda: [_time(lambda: kernels(x, wide).asnumpy())
+                                                                for _ in range(n)]
+    for (mode, ctx, note), (step, mean) in per_token(runs, args.repeat).items():
+        row(impl, mode, ctx, note, step, mean)
 
     if args.torch:
         import torch
@@ -205,6 +209,7 @@ def bench_decode(args):
         state = {name: torch.from_numpy(p.astype(ms.float32).asnumpy()) for name, p in model.parameters_and_names()}
         reference.load_state_dict(state, strict=True)
         timpl = f"torch {torch.__version__.split('+')[0]} (CPU, {args.threads} threads)"
+
         class StepClock(LogitsProcessor):
             """Stamps each decode step: transformers calls logits processors once per generated token."""
 

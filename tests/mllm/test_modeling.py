@@ -184,8 +184,14 @@ class _CacheWriter(ms.nn.Cell):
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
-def test_static_cache_writes_slots_in_place_and_reset_empties_them(rng, mode):
-    cache = StaticCache(num_layers=1, batch_size=2, num_kv_heads=3, head_dim=4, max_length=6)
+@pytest.mark.parametrize("transposed_keys", [False, True])
+def test_static_cache_writes_slots_in_place_and_reset_empties_them(rng, mode, transposed_keys):
+    cache = StaticCache(num_layers=1, batch_size=2, num_kv_heads=3, head_dim=4, max_length=6,
+                        transposed_keys=transposed_keys)
+
+    def as_stored(keys):  # (B, N_kv, slots, D) -> the cache's key layout
+        return keys.transpose(0, 1, 3, 2) if transposed_keys else keys
+
     writer = _CacheWriter(cache)
     write = ms.jit(writer.construct) if mode == "graph" else writer
     expected = np.zeros((2, 2, 3, 6, 4), np.float32)  # (key/value, B, N_kv, slots, D)
@@ -195,11 +201,26 @@ def test_static_cache_writes_slots_in_place_and_reset_empties_them(rng, mode):
             kv = rng.standard_normal((2, 2, 3, len(slots), 4)).astype(np.float32)
             keys, values = write(Tensor(kv[0]), Tensor(kv[1]), Tensor(np.array(slots), ms.int32))
             expected[:, :, :, slots] = kv
-            np.testing.assert_array_equal(keys.asnumpy(), expected[0])
+            np.testing.assert_array_equal(keys.asnumpy(), as_stored(expected[0]))
             np.testing.assert_array_equal(values.asnumpy(), expected[1])
-        np.testing.assert_array_equal(cache.key_cache[0].asnumpy(), expected[0])  # the Parameter itself
+        np.testing.assert_array_equal(cache.key_cache[0].asnumpy(), as_stored(expected[0]))  # the Parameter itself
         cache.reset()
         assert not cache.key_cache[0].asnumpy().any() and not cache.value_cache[0].asnumpy().any()
+
+
+def test_static_cache_copy_from_keeps_slots_and_checks_layout(rng):
+    small = StaticCache(num_layers=2, batch_size=1, num_kv_heads=2, head_dim=4, max_length=3, transposed_keys=True)
+    kv = rng.standard_normal((2, 1, 2, 3, 4)).astype(np.float32)
+    small.update(Tensor(kv[0]), Tensor(kv[1]), 1, Tensor(np.arange(3), ms.int32))
+    large = StaticCache(num_layers=2, batch_size=1, num_kv_heads=2, head_dim=4, max_length=5, transposed_keys=True)
+    large.copy_from(small)
+    keys, values = large.key_cache[1].asnumpy(), large.value_cache[1].asnumpy()
+    np.testing.assert_array_equal(keys[..., :3], kv[0].transpose(0, 1, 3, 2))
+    np.testing.assert_array_equal(values[:, :, :3], kv[1])
+    assert not keys[..., 3:].any() and not values[:, :, 3:].any() and not large.key_cache[0].asnumpy().any()
+    other_layout = StaticCache(num_layers=2, batch_size=1, num_kv_heads=2, head_dim=4, max_length=5)
+    with pytest.raises(ValueError, match="same layout"):
+        other_layout.copy_from(small)
 
 
 def test_dynamic_cache_decoding_matches_full_forward(pair, rng):
