@@ -47,19 +47,29 @@ def linear(in_features, out_features, config, dtype, random_init):
 
 
 class Emu3Embedding(nn.Cell):
-    """Token embedding whose parameter is called ``weight`` (``nn.Embedding`` calls it ``embedding_table``)."""
+    """Token embedding whose parameter is called ``weight`` (``nn.Embedding`` calls it ``embedding_table``).
+
+    ``padding_idx`` behaves as in the original's ``torch.nn.Embedding(..., padding_idx)``: its row is zeroed at
+    init, and in training it gets no gradient — also where the pad id is a real token (Emu3's pad id is
+    <|endoftext|>, which ends every SFT sample).
+    """
 
     def __init__(self, num_embeddings, embedding_dim, config, dtype=ms.float32, random_init=True, padding_idx=None):
         super().__init__()
         self.weight = Parameter(_init((num_embeddings, embedding_dim), config.initializer_range, dtype, random_init))
-        if random_init and padding_idx is not None and 0 <= padding_idx < num_embeddings:
-            # The original zeroes the pad row at init (only matters when training from scratch).
+        valid = padding_idx is not None and 0 <= padding_idx < num_embeddings
+        self.padding_idx = padding_idx if valid else None
+        if random_init and valid:
             table = self.weight.asnumpy()
             table[padding_idx] = 0
             self.weight.set_data(Tensor(table))
 
     def construct(self, input_ids):
-        return ops.gather(self.weight, input_ids, 0)
+        embeds = ops.gather(self.weight, input_ids, 0)
+        if self.training and self.padding_idx is not None:
+            trained = (input_ids != self.padding_idx).expand_dims(-1)
+            embeds = ops.where(trained, embeds, ops.stop_gradient(embeds))
+        return embeds
 
 
 def half_swap_index(dim):
