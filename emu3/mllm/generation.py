@@ -400,12 +400,15 @@ class GenerationMixin:
     def generate(self, input_ids, attention_mask=None, logits_processor=None, max_new_tokens=20, do_sample=False,
                  top_k=None, top_p=None, temperature=1.0, eos_token_id=None, pad_token_id=None, mode="pynative",
                  progress=None, negative_prompt_ids=None, negative_prompt_attention_mask=None,
-                 guidance_scale=None, seed=None, generator=None, cache_length=None):
+                 guidance_scale=None, seed=None, generator=None, cache_length=None, prefix_allowed_tokens_fn=None):
         """Greedy or sampled continuation of left-padded prompts; returns prompt + new tokens, int64 (B, S + n).
 
         - ``attention_mask`` (B, S): 1 = token, 0 = left padding (default all ones). Positions count real tokens.
         - ``logits_processor``: processors applied to the fp32 last-position logits, in order (e.g.
           ``UnbatchedClassifierFreeGuidanceLogitsProcessor``, ``PrefixConstrainedLogitsProcessor``).
+        - ``prefix_allowed_tokens_fn(batch_id, input_ids) -> allowed ids``: as in transformers, shorthand for a
+          ``PrefixConstrainedLogitsProcessor`` run before ``logits_processor`` (e.g. ``Emu3Processor
+          .build_prefix_constrained_fn`` for text-to-image).
         - ``do_sample``: sample from softmax of the processed and warped scores (``temperature``, ``top_k``,
           ``top_p``; no top-k unless given) with ``generator`` (a ``numpy.random.Generator``, default one seeded
           by ``seed``); otherwise argmax.
@@ -441,6 +444,8 @@ class GenerationMixin:
         if eos and pad_token_id is None:
             raise ValueError("a pad_token_id is needed to fill finished rows")
         processors = LogitsProcessorList(logits_processor or [])
+        if prefix_allowed_tokens_fn is not None:
+            processors.insert(0, PrefixConstrainedLogitsProcessor(prefix_allowed_tokens_fn, num_beams=1))
         warpers = sampling_warpers(temperature, top_k, top_p) if do_sample else LogitsProcessorList()
         rng = (generator or np.random.default_rng(seed)) if do_sample else None
         cfg = negative_prompt_ids is not None and guidance_scale is not None and guidance_scale != 1

@@ -265,6 +265,16 @@ def test_cfg_and_prefix_constraint_match_the_original_pipeline(pair, rng, mode):
     _check_image_stream(ours[:, ids.shape[1]:])
 
 
+def test_prefix_allowed_tokens_fn_is_the_constraint_processor(pair, rng):
+    model, _ = pair
+    ids, mask, _ = _image_case(rng)
+    with_processor = model.generate(ids, mask, max_new_tokens=IMAGE_TOKENS, logits_processor=[
+        PrefixConstrainedLogitsProcessor(our_helper(), num_beams=1)]).asnumpy()
+    with_fn = model.generate(ids, mask, max_new_tokens=IMAGE_TOKENS, prefix_allowed_tokens_fn=our_helper()).asnumpy()
+    np.testing.assert_array_equal(with_fn, with_processor)
+    _check_image_stream(with_fn[:, ids.shape[1]:])
+
+
 def test_batched_cfg_equals_unbatched(pair, rng):
     model, _ = pair
     ids, mask, negative = _image_case(rng)

@@ -54,7 +54,7 @@ def oracle_grads(pair, batch):
     ids, mask, positions, labels = (torch.from_numpy(np.asarray(x, np.int64)) for x in batch)
     loss = oracle(input_ids=ids, attention_mask=mask, position_ids=positions, labels=labels, use_cache=False).loss
     loss.backward()
-    return float(loss), {name: p.grad.numpy().copy() for name, p in oracle.named_parameters()}
+    return float(loss.detach()), {name: p.grad.numpy().copy() for name, p in oracle.named_parameters()}
 
 
 def _ours(pair):
