@@ -269,6 +269,8 @@ class CachedDecoder:
         self.step_cell.cache.copy_from(old)
 
     def prefill(self, input_ids):
+        if self.length:  # cache slots are write-once (see emu3.mllm.cache): start this sequence afresh
+            self.step_cell.cache.reset()
         ids = np.asarray(input_ids).reshape(self.batch_size, self.prompt_len)
         logits = self.step_fn(Tensor(ids, ms.int32), self.mask, Tensor(self.prompt_positions, ms.int32),
                               Tensor(np.arange(self.prompt_len), ms.int32))

@@ -15,8 +15,8 @@ import torch
 from transformers.generation import logits_process as hf
 
 from emu3.mllm.configuration_emu3 import Emu3Config
-from emu3.mllm.generation import (LogitsProcessorList, PrefixConstrainedLogitsProcessor, TemperatureLogitsWarper,
-                                  TopKLogitsWarper, TopPLogitsWarper,
+from emu3.mllm.generation import (CachedDecoder, LogitsProcessorList, PrefixConstrainedLogitsProcessor,
+                                  TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
                                   UnbatchedClassifierFreeGuidanceLogitsProcessor, _sample)
 from emu3.mllm.modeling_emu3 import Emu3ForCausalLM
 from emu3.mllm.utils_emu3 import Emu3PrefixConstrainedLogitsHelper
@@ -140,6 +140,16 @@ def test_kept_steps_let_shapes_alternate_without_recompiling(pair, rng):
     finally:
         model.generation_steps_kept = 1
         model.clear_generation_cache()
+
+
+def test_a_decoder_prefilled_again_starts_afresh(pair, rng):
+    model, _ = pair
+    ids, mask = left_padded(rng, [7, 5])
+    decoder = CachedDecoder(model, mask, max_length=12, mode="graph")
+    first = [decoder.prefill(ids), decoder.step([4, 5])]
+    second = [decoder.prefill(ids), decoder.step([4, 5])]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_eos_finishes_a_row_and_pads_it(pair, rng):

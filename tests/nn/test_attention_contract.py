@@ -14,7 +14,7 @@ import mindspore as ms
 from mindspore import Tensor
 from mindspore.ops.operations.nn_ops import FlashAttentionScore
 
-from emu3.nn.attention import (Attention, decode_attention_inputs, default_backend, discard_mask,
+from emu3.nn.attention import (Attention, additive_mask, decode_attention_inputs, default_backend, discard_mask,
                                flash_attention_inputs, math_attention)
 
 B, N, N_KV, D = 2, 4, 2, 16  # D: both kernels need multiples of 16
@@ -219,3 +219,22 @@ def test_ascend_training_uses_keep_prob_kernel():
     assert ascend.flash_op.keep_prob == 1.0
     assert abs(ascend.flash_train_op.keep_prob - 0.9) < 1e-7
     assert Attention(N, N_KV, D, dropout=0.0, backend="ascend").flash_train_op is None
+
+
+def test_both_backends_take_what_the_model_passes_them(rng):
+    """The LLM hands attention an additive mask built once per forward, and keys transposed (B, N_kv, D, Sk) when
+    they come from a CPU static cache: either backend gives the bool-mask, BNSD-key result."""
+    ascend = Attention(N, N_KV, D, backend="ascend")
+    ascend.flash_op = flash_attention_score_model(ascend.flash_op)
+    ascend.decode_op = fused_infer_attention_score_model
+    ascend.set_train(False)
+    math = Attention(N, N_KV, D, backend="math")
+    math.set_train(False)
+    for sq, sk in [(5, 5), (1, 9)]:
+        q, k, v = [x.astype(np.float16).astype(np.float32) for x in qkv(rng, sq, sk)]
+        keep = t(model_mask(sq, sk))
+        want = math(t(q), t(k), t(v), keep).asnumpy()
+        k_t = t(np.ascontiguousarray(k.transpose(0, 1, 3, 2)))
+        for cell, tol in ((math, 1e-5), (ascend, 2e-3)):
+            got = cell(t(q), k_t, t(v), additive_mask(keep), True)
+            np.testing.assert_allclose(got.asnumpy(), want, atol=tol)
