@@ -192,8 +192,9 @@ def bench_decode(args):
                 return total
 
         kernels = ms.jit(Kernels().construct)
-        x = ms.Tensor(rng.standard_normal((1, 1, config.hidden_size)).astype(np.float32)).astype(model.lm_head.weight.dtype)
-        wide = ms.Tensor(rng.standard_normal((1, 1, config.intermediate_size)).astype(np.float32)).astype(x.dtype)
+        dtype = model.lm_head.weight.dtype
+        x = ms.Tensor(rng.standard_normal((1, 1, config.hidden_size)).astype(np.float32)).astype(dtype)
+        wide = ms.Tensor(rng.standard_normal((1, 1, config.intermediate_size)).astype(np.float32)).astype(dtype)
         runs[("graph", "-", "matmul kernels alone")] = lambda: [_time(lambda: kernels(x, wide).asnumpy())
                                                                 for _ in range(n)]
     for (mode, ctx, note), (step, mean) in per_token(runs, args.repeat).items():

@@ -12,9 +12,9 @@ Design for speed (see ``GenerationMixin.generate``):
   front, doubled if a generation outgrows it), so every decode step has the same input shapes: in
   ``mode="graph"`` one ``mindspore.jit`` graph serves every step (plus one for the prefill), and a step costs
   the same at token 10 and token 8000. Cells, caches and graphs are kept on the model between calls, so a
-  second ``generate`` with the same shapes compiles nothing (``generation_steps_kept`` shapes per role). The 2-D attention mask is built once at the cache
-  length with the generated slots already set to 1 (the causal part of the mask hides the slots not yet
-  written).
+  second ``generate`` with the same shapes compiles nothing (``generation_steps_kept`` shapes per role). The
+  2-D attention mask is built once at the cache length with the generated slots already set to 1 (the causal
+  part of the mask hides the slots not yet written).
 - Processors and sampling work on the host in numpy: the logits of one position are copied once per step (the
   only sync), and the processors Emu3 needs (CFG, the prefix constraint, top-k) are a few vectorised passes over
   the vocabulary — well below the cost of a forward step.

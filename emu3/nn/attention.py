@@ -3,8 +3,9 @@
 One contract for every backend (the model never knows which one runs):
 
 - ``query`` (B, N, Sq, D), ``key``/``value`` (B, N_kv, Sk, D), N a multiple of N_kv; with ``transposed_keys``
-  the key is given as (B, N_kv, D, Sk) (how a CPU static cache stores it, see ``emu3.mllm.cache``). Grouped-query attention maps
-  query head h to key/value head h // (N / N_kv), exactly like the original's ``repeat_kv``.
+  the key is given as (B, N_kv, D, Sk) (how a CPU static cache stores it, see ``emu3.mllm.cache``).
+  Grouped-query attention maps query head h to key/value head h // (N / N_kv), exactly like the original's
+  ``repeat_kv``.
 - ``mask`` is None, a bool tensor broadcastable to (B, 1, Sq, Sk) with **True = may attend**, or an additive float
   mask (0 = attend, a large negative value = masked).
 - scores are scaled by 1/sqrt(D); the softmax runs in fp32; dropout on the probabilities only while training;
