@@ -221,22 +221,21 @@ def bench_decode(args):
                 self.stamps.append(time.perf_counter())
                 return scores
 
-        steps = {ctx: [] for ctx in prompts}
-        means = {ctx: [] for ctx in prompts}
-        for r in range(args.repeat + 1):  # the first round warms up; contexts alternate as for ours
-            for ctx, ids in prompts.items():
+        def theirs(ids):
+            tids = torch.from_numpy(ids)
+
+            def run():
                 clock = StepClock()
-                tids = torch.from_numpy(ids)
                 with torch.no_grad():
                     reference.generate(tids, attention_mask=torch.ones_like(tids), max_new_tokens=n,
                                        min_new_tokens=n, do_sample=False, use_cache=True,
                                        pad_token_id=config.pad_token_id, logits_processor=LogitsProcessorList([clock]))
-                if r:
-                    intervals = np.diff(clock.stamps)  # stamp 0 follows the prefill: n - 1 decode steps
-                    steps[ctx] += intervals.tolist()
-                    means[ctx].append(float(intervals.mean()))
-        for ctx in prompts:
-            row(timpl, "eager", ctx, "greedy", statistics.median(steps[ctx]), statistics.median(means[ctx]))
+                return np.diff(clock.stamps).tolist()  # stamp 0 follows the prefill: n - 1 decode steps
+
+            return run
+
+        for ctx, (step, mean) in per_token({ctx: theirs(ids) for ctx, ids in prompts.items()}, args.repeat).items():
+            row(timpl, "eager", ctx, "greedy", step, mean)
 
     def ratio(a, b):
         return f"{measured[a] / measured[b]:.2f}x" if a in measured and b in measured else "n/a"
