@@ -7,16 +7,20 @@ Components: ``vq`` (vision-tokenizer reconstruction = encode + decode), ``decode
 batch 1: per-token time by context, batched vs unbatched CFG, and the step's matmul kernels alone) and ``load``
 (peak host memory of loading a sharded fp32 LLM checkpoint into fp32 / fp16). Every row of
 one run uses the same weights, input and thread count; ``--torch`` adds HF transformers' PyTorch implementation
-on the same weights.
+on the same weights, run in a child process that loads PyTorch first (its OpenMP threads keep their default wait
+policy; emu3 sets MindSpore's to passive, and a process has one OpenMP runtime).
 Times are wall-clock medians over ``--repeat`` runs after one warm-up run (whose time, including graph
 compilation, is reported separately); decode reports the median time of one step (every step of every run
 pooled, for ours and for PyTorch alike) and, beside it, the median of the runs' mean step time.
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -24,6 +28,12 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("GLOG_v", "3")
+# PyTorch's rows run in a process of their own (``--torch-inputs``, see ``torch_rows``) that loads PyTorch first,
+# so its OpenMP threads keep their default wait policy: emu3 makes MindSpore's wait passively
+# (emu3/_openmp.py), and the two libraries share one libgomp in a process. Ours load emu3 first, for that policy.
+if "--torch-inputs" in sys.argv:
+    import torch  # noqa: F401
+import emu3  # noqa: E402,F401
 
 VQ_CONFIGS = {name: os.path.join(REPO, "configs", "vision_tokenizer", f"{name}.json") for name in ("small", "released")}
 
@@ -46,6 +56,33 @@ def print_table(rows, columns):
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print("| " + " | ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths)) + " |")
+
+
+def torch_rows(args, arrays):
+    """The PyTorch rows of ``args.component``, measured in a child process (see the imports) on ``arrays``
+    (weights and inputs, numpy) and returned as that component's ``torch_*`` function returns them."""
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = os.path.join(folder, "inputs.npz")
+        np.savez(inputs, **arrays)
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), *args.argv, "--torch-inputs", inputs],
+                             capture_output=True, text=True, env={**os.environ, "GLOG_v": "3"})
+    if out.returncode:
+        raise RuntimeError(f"the PyTorch rows failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _torch_state(arrays):
+    import torch
+
+    return {name.removeprefix("param:"): torch.from_numpy(value)
+            for name, value in arrays.items() if name.startswith("param:")}
+
+
+def _torch_threads(args):
+    import torch
+
+    torch.set_num_threads(args.threads)
+    return f"torch {torch.__version__.split('+')[0]} (CPU, {args.threads} threads)"
 
 
 # ---- vq -----------------------------------------------------------------------------------------------------------
@@ -78,29 +115,38 @@ def bench_vq(args):
         row(f"mindspore {ms.__version__} ({device_target()})", mode, str(model.compute_dtype).lower(), warmup, step)
 
     if args.torch:
-        import torch
-        from transformers import Emu3VQVAE, Emu3VQVAEConfig
-        from emu3.tokenizer.hf_names import hf_config_kwargs, is_attention_projection, released_to_hf
+        from emu3.tokenizer.hf_names import is_attention_projection, released_to_hf
 
-        torch.set_num_threads(args.threads)
-        reference = Emu3VQVAE(Emu3VQVAEConfig(**hf_config_kwargs(config))).eval()
-        state = {}
+        arrays = {"pixels": pixels}
         for name, param in model.parameters_and_names():
             value = param.astype(ms.float32).asnumpy() if param.dtype != ms.int64 else param.asnumpy()
-            state[released_to_hf(name)] = torch.from_numpy(
-                value.reshape(value.shape[:2]) if is_attention_projection(name) else value)
-        reference.load_state_dict(state, strict=True)
-        tx = torch.from_numpy(pixels)
-
-        def reconstruct():
-            with torch.no_grad():
-                z = tx if tx.ndim == 5 else tx.unsqueeze(1).repeat(1, config.temporal_downsample_factor, 1, 1, 1)
-                h = reference.quant_conv(reference.encoder(z).permute(0, 2, 1, 3, 4)).permute(0, 2, 1, 3, 4)
-                return reference.decode(reference.quantize(h)[:, 0] if tx.ndim == 4 else reference.quantize(h))
-
-        warmup, step = timed(reconstruct, args.repeat)
-        row(f"torch {torch.__version__.split('+')[0]} (CPU, {args.threads} threads)", "eager", "float32", warmup, step)
+            if is_attention_projection(name):
+                value = value.reshape(value.shape[:2])
+            arrays["param:" + released_to_hf(name)] = value
+        row(*torch_rows(args, arrays))
     return rows
+
+
+def torch_vq(args, arrays):
+    """(impl, mode, precision, warm-up s, s/step) of HF transformers' VQ-VAE reconstructing ``arrays["pixels"]``."""
+    import torch
+    from transformers import Emu3VQVAE, Emu3VQVAEConfig
+    from emu3.tokenizer import Emu3VisionVQConfig
+    from emu3.tokenizer.hf_names import hf_config_kwargs
+
+    impl = _torch_threads(args)
+    config = Emu3VisionVQConfig.from_pretrained(VQ_CONFIGS.get(args.config, args.config))
+    reference = Emu3VQVAE(Emu3VQVAEConfig(**hf_config_kwargs(config))).eval()
+    reference.load_state_dict(_torch_state(arrays), strict=True)
+    tx = torch.from_numpy(arrays["pixels"])
+
+    def reconstruct():
+        with torch.no_grad():
+            z = tx if tx.ndim == 5 else tx.unsqueeze(1).repeat(1, config.temporal_downsample_factor, 1, 1, 1)
+            h = reference.quant_conv(reference.encoder(z).permute(0, 2, 1, 3, 4)).permute(0, 2, 1, 3, 4)
+            return reference.decode(reference.quantize(h)[:, 0] if tx.ndim == 4 else reference.quantize(h))
+
+    return (impl, "eager", "float32", *timed(reconstruct, args.repeat))
 
 
 # ---- decode -------------------------------------------------------------------------------------------------------
@@ -135,10 +181,10 @@ def _time(fn):
 def bench_decode(args):
     """Greedy decode speed of the LLM, batch 1: our port (pynative/graph) vs PyTorch, by context, CFG, kernels."""
     import mindspore as ms
-    from mindspore import nn
-    from emu3.device import device_target
+    from mindspore import nn, ops
+    from emu3.device import FusedJit, device_target
     from emu3.mllm import Emu3Config, Emu3ForCausalLM
-    from emu3.mllm.generation import UnbatchedClassifierFreeGuidanceLogitsProcessor
+    from emu3.mllm.generation import UnbatchedClassifierFreeGuidanceLogitsProcessor, initial_cache_length
 
     config = Emu3Config.from_pretrained(LLM_CONFIGS.get(args.config, args.config))
     ms.set_seed(args.seed)
@@ -176,65 +222,51 @@ def bench_decode(args):
                                                             guidance_scale=3.0)
         runs[("graph", ctx, "CFG unbatched")] = ours(ids, "graph", logits_processor=unbatched)
 
-        # The decode step's own matmul kernels (every projection of every layer + lm_head) for one token, alone,
-        # timed in the same rounds as the generations it is compared with.
+        # The decode step's own matmul kernels for one token, alone: every projection of every layer, lm_head,
+        # and each layer's two attention products over a cache of the short context's length (scores q·K with
+        # K stored transposed, as the CPU cache does, then probabilities·V). Compiled like the step (same
+        # fusion setting) and timed in the same rounds as the generations it is compared with.
         denses = [cell for _, cell in model.cells_and_names() if isinstance(cell, nn.Dense)]
+        dtype = model.lm_head.weight.dtype
+        slots = initial_cache_length(config, args.context[0], n)
+        kv, d = config.num_key_value_heads, config.head_dim
+        group = config.num_attention_heads // kv
+
+        def tensor(*shape):
+            return ms.Tensor(rng.standard_normal(shape).astype(np.float32)).astype(dtype)
+
+        caches = [(tensor(1, kv, d, slots), tensor(1, kv, slots, d)) for _ in range(config.num_hidden_layers)]
 
         class Kernels(nn.Cell):
             def __init__(self):
                 super().__init__()
                 self.denses = nn.CellList(denses)
+                self.keys = ms.ParameterTuple([ms.Parameter(k, name=f"k{i}") for i, (k, _) in enumerate(caches)])
+                self.values = ms.ParameterTuple([ms.Parameter(v, name=f"v{i}") for i, (_, v) in enumerate(caches)])
 
-            def construct(self, x, wide):
+            def construct(self, x, wide, query, probs):
                 total = 0
                 for dense in self.denses:
                     total = total + dense(wide if dense.in_channels != x.shape[-1] else x).sum()
+                for keys, values in zip(self.keys, self.values):
+                    total = total + ops.matmul(query, keys).sum() + ops.matmul(probs, values).sum()
                 return total
 
-        kernels = ms.jit(Kernels().construct)
-        dtype = model.lm_head.weight.dtype
-        x = ms.Tensor(rng.standard_normal((1, 1, config.hidden_size)).astype(np.float32)).astype(dtype)
-        wide = ms.Tensor(rng.standard_normal((1, 1, config.intermediate_size)).astype(np.float32)).astype(dtype)
-        runs[("graph", "-", "matmul kernels alone")] = lambda: [_time(lambda: kernels(x, wide).asnumpy())
-                                                                for _ in range(n)]
+        kernels = FusedJit(Kernels().construct)
+        x, wide = tensor(1, 1, config.hidden_size), tensor(1, 1, config.intermediate_size)
+        query, probs = tensor(1, kv, group, d), tensor(1, kv, group, slots)
+        def kernels_alone():
+            return [_time(lambda: kernels(x, wide, query, probs).asnumpy()) for _ in range(n)]
+
+        runs[("graph", ctx, "matmul kernels alone")] = kernels_alone
     for (mode, ctx, note), (step, mean) in per_token(runs, args.repeat).items():
         row(impl, mode, ctx, note, step, mean)
 
     if args.torch:
-        import torch
-        from transformers import Emu3ForCausalLM as TorchEmu3, Emu3TextConfig, LogitsProcessor, LogitsProcessorList
-        from emu3.mllm.hf_compat import hf_text_config_kwargs
-
-        torch.set_num_threads(args.threads)
-        reference = TorchEmu3(Emu3TextConfig(**hf_text_config_kwargs(config))).eval()
-        state = {name: torch.from_numpy(p.astype(ms.float32).asnumpy()) for name, p in model.parameters_and_names()}
-        reference.load_state_dict(state, strict=True)
-        timpl = f"torch {torch.__version__.split('+')[0]} (CPU, {args.threads} threads)"
-
-        class StepClock(LogitsProcessor):
-            """Stamps each decode step: transformers calls logits processors once per generated token."""
-
-            def __init__(self):
-                self.stamps = []
-
-            def __call__(self, input_ids, scores):
-                self.stamps.append(time.perf_counter())
-                return scores
-
-        def theirs(ids):
-            tids = torch.from_numpy(ids)
-
-            def run():
-                clock = StepClock()
-                with torch.no_grad():
-                    reference.generate(tids, attention_mask=torch.ones_like(tids), max_new_tokens=n,
-                                       min_new_tokens=n, do_sample=False, use_cache=True,
-                                       pad_token_id=config.pad_token_id, logits_processor=LogitsProcessorList([clock]))
-                return np.diff(clock.stamps).tolist()  # stamp 0 follows the prefill: n - 1 decode steps
-
-            return run
-
-        for ctx, (step, mean) in per_token({ctx: theirs(ids) for ctx, ids in prompts.items()}, args.repeat).items():
+        arrays = {f"prompt:{ctx}": ids for ctx, ids in prompts.items()}
+        arrays.update({"param:" + name: p.astype(ms.float32).asnumpy() for name, p in model.parameters_and_names()})
+        timpl, results = torch_rows(args, arrays)
+        for ctx, step, mean in results:
             row(timpl, "eager", ctx, "greedy", step, mean)
 
     def ratio(a, b):
@@ -243,7 +275,7 @@ def bench_decode(args):
     short, long = args.context[0], args.context[-1]
     rows_summary = [
         ("graph decode step / its matmul kernels alone", ratio(("mindspore", "graph", short, "greedy"),
-                                                               ("mindspore", "graph", "-", "matmul kernels alone"))),
+                                                               ("mindspore", "graph", short, "matmul kernels alone"))),
         (f"graph per-token cost, context {long} / {short}", ratio(("mindspore", "graph", long, "greedy"),
                                                                  ("mindspore", "graph", short, "greedy"))),
         ("CFG speed-up, batched vs unbatched", ratio(("mindspore", "graph", short, "CFG unbatched"),
@@ -257,13 +289,50 @@ def bench_decode(args):
     return rows
 
 
+def torch_decode(args, arrays):
+    """(impl, [(context, median step s, median run-mean step s)]) of HF transformers' greedy decoding."""
+    import torch
+    from transformers import Emu3ForCausalLM as TorchEmu3, Emu3TextConfig, LogitsProcessor, LogitsProcessorList
+    from emu3.mllm import Emu3Config
+    from emu3.mllm.hf_compat import hf_text_config_kwargs
+
+    impl = _torch_threads(args)
+    config = Emu3Config.from_pretrained(LLM_CONFIGS.get(args.config, args.config))
+    reference = TorchEmu3(Emu3TextConfig(**hf_text_config_kwargs(config))).eval()
+    reference.load_state_dict(_torch_state(arrays), strict=True)
+    n = args.new_tokens
+
+    class StepClock(LogitsProcessor):
+        """Stamps each decode step: transformers calls logits processors once per generated token."""
+
+        def __init__(self):
+            self.stamps = []
+
+        def __call__(self, input_ids, scores):
+            self.stamps.append(time.perf_counter())
+            return scores
+
+    def theirs(ids):
+        tids = torch.from_numpy(ids)
+
+        def run():
+            clock = StepClock()
+            with torch.no_grad():
+                reference.generate(tids, attention_mask=torch.ones_like(tids), max_new_tokens=n,
+                                   min_new_tokens=n, do_sample=False, use_cache=True,
+                                   pad_token_id=config.pad_token_id, logits_processor=LogitsProcessorList([clock]))
+            return np.diff(clock.stamps).tolist()  # stamp 0 follows the prefill: n - 1 decode steps
+
+        return run
+
+    runs = {ctx: theirs(arrays[f"prompt:{ctx}"]) for ctx in args.context}
+    return impl, [(ctx, step, mean) for ctx, (step, mean) in per_token(runs, args.repeat).items()]
+
+
 # ---- load ---------------------------------------------------------------------------------------------------------
 
 def bench_load(args):
     """Peak host memory of Emu3ForCausalLM.from_pretrained on a sharded fp32 checkpoint (released layout)."""
-    import json
-    import subprocess
-    import tempfile
 
     import mindspore as ms
     from safetensors.numpy import save_file
@@ -310,6 +379,7 @@ def bench_load(args):
 
 
 COMPONENTS = {"vq": bench_vq, "decode": bench_decode, "load": bench_load}
+TORCH_ROWS = {"vq": torch_vq, "decode": torch_decode}
 
 
 def parse_args(argv=None):
@@ -327,7 +397,9 @@ def parse_args(argv=None):
     p.add_argument("--context", type=int, nargs="+", default=[64, 2048], help="decode: prompt lengths")
     p.add_argument("--new-tokens", type=int, default=32, help="decode: tokens generated per timed run")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-inputs", help=argparse.SUPPRESS)  # internal: this process runs PyTorch's rows only
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.new_tokens < 2:
         p.error("--new-tokens must be at least 2 (the per-token time is a difference of two runs)")
     if len(args.resolution) == 1:
@@ -341,6 +413,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.torch_inputs:
+        with np.load(args.torch_inputs) as arrays:
+            print(json.dumps(TORCH_ROWS[args.component](args, dict(arrays))))
+        return None
     bench = COMPONENTS[args.component]
     rows = bench(args)
     print_table(rows, list(rows[0]))

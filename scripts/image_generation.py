@@ -16,6 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import emu3  # noqa: E402,F401  (before MindSpore loads: see emu3/_openmp.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VQ_CONFIG = os.path.join(REPO, "configs", "vision_tokenizer", "small.json")

@@ -18,6 +18,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import emu3  # noqa: E402,F401  (before MindSpore loads: see emu3/_openmp.py)
 
 from image_generation import add_model_args, load_components  # noqa: E402
 

@@ -103,7 +103,8 @@ def test_benchmark_decode_rows_and_summary(tiny_llm_config, capsys):
                            "--repeat", "1", "--torch"])
     whats = [(r["impl"].split()[0], r["mode"], r["context"], r["what"]) for r in rows]
     assert ("mindspore", "graph", 16, "greedy") in whats and ("torch", "eager", 8, "greedy") in whats
-    assert ("mindspore", "graph", 8, "CFG batched (2 rows)") in whats and ("mindspore", "graph", "-", "matmul kernels alone") in whats
+    assert ("mindspore", "graph", 8, "CFG batched (2 rows)") in whats
+    assert ("mindspore", "graph", 8, "matmul kernels alone") in whats  # with attention products over that context
     assert all(float(r["ms/token"]) > 0 for r in rows)
     printed = capsys.readouterr().out
     assert "CFG speed-up, batched vs unbatched:" in printed and "graph speed-up over pynative:" in printed

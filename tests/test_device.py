@@ -1,0 +1,87 @@
+"""Device-level choices: OpenMP wait policy at import, operator fusion for the fixed-shape hot graphs."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from emu3 import device
+from emu3.device import FusedJit, operator_fusion
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(code, **env):
+    """Run ``code`` in a fresh interpreter; returns its stdout and stderr."""
+    run_env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run_env.update(GLOG_v="3", PYTHONPATH=REPO, **env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env, check=True)
+    return out.stdout + out.stderr
+
+
+def test_importing_emu3_first_loads_mindspore_with_passive_openmp_and_leaves_the_environment_alone():
+    out = _python("import os, emu3.device\n"
+                  "print('passive', emu3.PASSIVE_OPENMP, 'left', os.environ.get('OMP_WAIT_POLICY'))",
+                  OMP_DISPLAY_ENV="VERBOSE")
+    assert "passive True left None" in out
+    assert "GOMP_SPINCOUNT = '0'" in out  # what libgomp made of the policy when MindSpore loaded it
+
+
+def test_openmp_runtime_loaded_before_emu3_turns_fusion_off():
+    out = _python("import mindspore, emu3\nfrom emu3.device import operator_fusion\n"
+                  "print('passive', emu3.PASSIVE_OPENMP, 'fusion', operator_fusion())", OMP_DISPLAY_ENV="VERBOSE")
+    assert "GOMP_SPINCOUNT = '300000'" in out
+    assert "passive False fusion False" in out
+
+
+def test_fusion_setting_is_validated(monkeypatch):
+    monkeypatch.setenv("EMU3_OPERATOR_FUSION", "yes")
+    with pytest.raises(ValueError, match="EMU3_OPERATOR_FUSION"):
+        operator_fusion()
+    monkeypatch.setenv("EMU3_OPERATOR_FUSION", "0")
+    assert not operator_fusion()
+
+
+def test_test_session_runs_the_fused_configuration_users_get():
+    # conftest imports emu3 before MindSpore, as the scripts do; requirements.txt brings AKG's `decorator`.
+    assert operator_fusion(), "operator fusion is off: is `decorator` installed, or was MindSpore imported first?"
+
+
+class _NormThenProject(nn.Cell):
+    """An RMSNorm-like elementwise chain feeding a matmul: what fusion rewrites in the decode step."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Dense(64, 32, has_bias=False)
+
+    def construct(self, x):
+        h = x * ops.rsqrt(ops.mean(x * x, axis=-1, keep_dims=True) + 1e-6)
+        return self.proj(ops.silu(h) * h + x)
+
+
+def test_fused_graph_matches_the_unfused_one_and_compiles_fused_kernels(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # fusion must not write into the user's working directory
+    cell = _NormThenProject()
+    x = Tensor(np.random.default_rng(0).standard_normal((3, 1, 64)).astype(np.float32))
+    expected = ms.jit(cell.construct)(x).asnumpy()
+    fused = FusedJit(cell.construct)
+    np.testing.assert_allclose(fused(x).asnumpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused(x).asnumpy(), expected, rtol=1e-5, atol=1e-6)  # compiled once, reused
+    assert os.listdir(tmp_path) == []
+    kernels = glob.glob(os.path.join(os.environ["MS_COMPILER_CACHE_PATH"], "akg_kernel_meta", "Fused_*.so"))
+    assert kernels, "no fused kernel was compiled"
+    assert not ms.get_context("enable_graph_kernel")  # the flag is on only while a FusedJit graph compiles
+
+
+def test_kernel_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMU3_CACHE_DIR", str(tmp_path))
+    assert device.kernel_cache_dir() == os.path.join(str(tmp_path), "kernels")
+    monkeypatch.delenv("EMU3_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert device.kernel_cache_dir() == os.path.join(str(tmp_path / "xdg"), "emu3-mindspore", "kernels")
