@@ -13,6 +13,7 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Uniform, initializer
 
+from ..device import FusedJit
 from ..modeling_utils import PreTrainedModel
 from ..nn.conv import Conv2d, Conv3d
 from ..nn.layers import BatchNorm3d, GroupNorm, upsample_nearest
@@ -330,7 +331,8 @@ class Emu3VisionVQModel(PreTrainedModel):
     # ---- execution mode -------------------------------------------------------------------------------------
 
     def set_graph_mode(self, enabled: bool = True):
-        """Run encode/decode as compiled graphs (``mindspore.jit``): one compile per input shape, then fast."""
+        """Run encode/decode as compiled graphs (``mindspore.jit``, with operator fusion on CPU: see
+        ``emu3.device.FusedJit``): one compile per input shape, then fast."""
         self._graph_mode = bool(enabled)
         return self
 
@@ -338,7 +340,7 @@ class Emu3VisionVQModel(PreTrainedModel):
         if not self._graph_mode:
             return fn(*args)
         if name not in self._compiled:
-            self._compiled[name] = ms.jit(fn)
+            self._compiled[name] = FusedJit(fn)
         return self._compiled[name](*args)
 
     # ---- public API -----------------------------------------------------------------------------------------

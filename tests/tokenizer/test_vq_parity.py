@@ -100,3 +100,22 @@ def test_released_module_tree_matches_the_published_checkpoint():
     trainable = sum(int(np.prod(p.shape)) for n, p in model.parameters_and_names()
                     if not n.endswith(("running_mean", "running_var", "num_batches_tracked")))
     assert trainable == 270_740_287
+
+
+def test_graph_mode_equals_pynative_on_single_step_clips():
+    """Regression: with AKG's fused transposes, the compiled decode of a 64x64 image or a 4-frame clip (one
+    temporal step) returned NaN for this config (now transposes are not fused: emu3.device.FUSION_FLAGS)."""
+    config = Emu3VisionVQConfig(codebook_size=256, ch=32, ch_mult=[1, 1, 1, 1], num_res_blocks=1, attn_resolutions=[3])
+    ms.set_seed(0)
+    model = Emu3VisionVQModel(config)
+    rng = np.random.default_rng(0)
+    for shape in ((1, 3, 64, 64), (1, 4, 3, 64, 64)):
+        pixels = ms.Tensor(rng.uniform(-1, 1, shape).astype(np.float32))
+        codes = model.set_graph_mode(False).encode(pixels)
+        expected = model.decode(codes).asnumpy()
+        try:
+            model.set_graph_mode(True)
+            np.testing.assert_array_equal(model.encode(pixels).asnumpy(), codes.asnumpy())
+            np.testing.assert_allclose(model.decode(codes).asnumpy(), expected, atol=1e-4, rtol=0)
+        finally:
+            model.set_graph_mode(False)
