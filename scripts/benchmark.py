@@ -71,11 +71,14 @@ def torch_rows(args, arrays):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _torch_state(arrays):
+def _torch_reference(model_class, hf_config, arrays):
+    """An eval-mode PyTorch ``model_class(hf_config)`` holding the weights stored as ``param:<name>`` arrays."""
     import torch
 
-    return {name.removeprefix("param:"): torch.from_numpy(value)
-            for name, value in arrays.items() if name.startswith("param:")}
+    reference = model_class(hf_config).eval()
+    reference.load_state_dict({name.removeprefix("param:"): torch.from_numpy(value)
+                               for name, value in arrays.items() if name.startswith("param:")}, strict=True)
+    return reference
 
 
 def _torch_threads(args):
@@ -136,8 +139,7 @@ def torch_vq(args, arrays):
 
     impl = _torch_threads(args)
     config = Emu3VisionVQConfig.from_pretrained(VQ_CONFIGS.get(args.config, args.config))
-    reference = Emu3VQVAE(Emu3VQVAEConfig(**hf_config_kwargs(config))).eval()
-    reference.load_state_dict(_torch_state(arrays), strict=True)
+    reference = _torch_reference(Emu3VQVAE, Emu3VQVAEConfig(**hf_config_kwargs(config)), arrays)
     tx = torch.from_numpy(arrays["pixels"])
 
     def reconstruct():
@@ -298,8 +300,7 @@ def torch_decode(args, arrays):
 
     impl = _torch_threads(args)
     config = Emu3Config.from_pretrained(LLM_CONFIGS.get(args.config, args.config))
-    reference = TorchEmu3(Emu3TextConfig(**hf_text_config_kwargs(config))).eval()
-    reference.load_state_dict(_torch_state(arrays), strict=True)
+    reference = _torch_reference(TorchEmu3, Emu3TextConfig(**hf_text_config_kwargs(config)), arrays)
     n = args.new_tokens
 
     class StepClock(LogitsProcessor):
