@@ -7,6 +7,7 @@ Everything else asks this module (``is_ascend()``, ``default_compute_dtype()``) 
 import contextlib
 import importlib.util
 import os
+import warnings
 
 import mindspore as ms
 from mindspore import log as ms_log
@@ -137,6 +138,7 @@ class FusedJit:
     """
 
     def __init__(self, fn):
+        self.fn = fn
         self.jitted = ms.jit(fn)
         self._compiled = set()
 
@@ -144,10 +146,19 @@ class FusedJit:
         signature = tuple((tuple(a.shape), a.dtype) if hasattr(a, "shape") else a for a in args)
         if signature in self._compiled:
             return self.jitted(*args)
-        if operator_fusion():
-            with _graph_kernel_fusion():
-                out = self.jitted(*args)
-        else:
-            out = self.jitted(*args)
+        out = self._compile_fused(args) if operator_fusion() else self.jitted(*args)
         self._compiled.add(signature)  # compiled now, either way
         return out
+
+    def _compile_fused(self, args):
+        """First call with fusion; if the fusion toolchain fails (no writable cache, an AKG compile error), warn
+        and compile without it — a slower graph rather than no result. Errors of the graph itself recur."""
+        try:
+            with _graph_kernel_fusion():
+                return self.jitted(*args)
+        except (OSError, RuntimeError) as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            warnings.warn(f"operator fusion could not compile this graph ({reason}); compiling it without fusion. "
+                          "Set EMU3_OPERATOR_FUSION=0 to skip fusion.", RuntimeWarning, stacklevel=3)
+            self.jitted = ms.jit(self.fn)  # a fresh compile
+            return self.jitted(*args)

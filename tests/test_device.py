@@ -93,3 +93,26 @@ def test_kernel_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("EMU3_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert device.kernel_cache_dir() == os.path.join(str(tmp_path / "xdg"), "emu3-mindspore", "kernels")
+
+
+def test_fusion_toolchain_failure_falls_back_to_an_unfused_graph(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("EMU3_CACHE_DIR", str(blocker))  # the kernel cache cannot be created under a file
+    cell = _NormThenProject()
+    x = Tensor(np.random.default_rng(1).standard_normal((2, 1, 64)).astype(np.float32))
+    fused = FusedJit(cell.construct)
+    with pytest.warns(RuntimeWarning, match="compiling it without fusion"):
+        out = fused(x).asnumpy()
+    np.testing.assert_allclose(out, cell(x).asnumpy(), rtol=1e-5, atol=1e-6)
+    assert not ms.get_context("enable_graph_kernel")
+    assert os.getcwd() != str(blocker)
+
+
+@pytest.mark.filterwarnings("ignore:operator fusion could not compile")
+def test_errors_of_the_graph_itself_still_reach_the_caller():
+    def broken(x):
+        return ops.matmul(x, x)  # (2, 1, 64) @ (2, 1, 64): shapes do not chain
+
+    with pytest.raises((ValueError, RuntimeError), match="(?i)shape|dim"):
+        FusedJit(broken)(Tensor(np.ones((2, 1, 64), np.float32)))
