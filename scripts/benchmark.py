@@ -257,6 +257,7 @@ def bench_decode(args):
         kernels = FusedJit(Kernels().construct)
         x, wide = tensor(1, 1, config.hidden_size), tensor(1, 1, config.intermediate_size)
         query, probs = tensor(1, kv, group, d), tensor(1, kv, group, slots)
+
         def kernels_alone():
             return [_time(lambda: kernels(x, wide, query, probs).asnumpy()) for _ in range(n)]
 

@@ -14,9 +14,9 @@ Design for speed (see ``GenerationMixin.generate``):
   the same at token 10 and token 8000. On CPU that step graph is compiled with operator fusion
   (``emu3.device.FusedJit``): its elementwise chains become single kernels, 8-12% less time per token.
   Cells, caches and graphs are kept on the model between calls, so a second ``generate`` with the same shapes
-  compiles nothing (``generation_steps_kept`` shapes per role). The
-  2-D attention mask is built once at the cache length with the generated slots already set to 1 (the causal
-  part of the mask hides the slots not yet written).
+  compiles nothing (``generation_steps_kept`` shapes per role). The 2-D attention mask is built once at the
+  cache length with the generated slots already set to 1 (the causal part of the mask hides the slots not yet
+  written).
 - Processors and sampling work on the host in numpy: the logits of one position are copied once per step (the
   only sync), and the processors Emu3 needs (CFG, the prefix constraint, top-k) are a few vectorised passes over
   the vocabulary — well below the cost of a forward step.
@@ -281,7 +281,7 @@ class CachedDecoder:
             self.step_cell.cache.reset()
         ids = np.asarray(input_ids).reshape(self.batch_size, self.prompt_len)
         logits = self.prefill_fn(Tensor(ids, ms.int32), self.mask, Tensor(self.prompt_positions, ms.int32),
-                              Tensor(np.arange(self.prompt_len), ms.int32))
+                                 Tensor(np.arange(self.prompt_len), ms.int32))
         self.length = self.prompt_len
         return logits.asnumpy()
 
