@@ -1,0 +1,126 @@
+"""AdamW as torch's, HF's weight-decay groups, and HF's learning-rate schedules.
+
+Why our own AdamW: ``mindspore.nn.AdamWeightDecay`` (what mindone's ``create_optimizer`` builds) has no bias
+correction, so its first steps move parameters differently from the original recipe's torch AdamW; mindone's
+``adamw_mint`` / ``adamw_bf16`` need kernels that CPU lacks. This one is a Cell (it compiles into the train step),
+keeps fp32 moments, and fp32 master weights for parameters stored in fp16/bf16.
+"""
+
+import math
+import re
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+# transformers' Trainer.get_decay_parameter_names: no decay for biases and every norm weight.
+_NO_DECAY_PATTERNS = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
+SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_min_lr")
+
+
+def decays(name):
+    return not any(re.search(pattern, name.lower()) for pattern in _NO_DECAY_PATTERNS)
+
+
+class AdamW(nn.Cell):
+    """torch.optim.AdamW: decoupled decay, bias-corrected moments; ``construct(grads, lr, finite)`` skips the
+    whole update (moments and step count included) when ``finite`` is False (an fp16 overflow)."""
+
+    def __init__(self, params, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__()
+        self.params = ms.ParameterTuple(params)
+        self.weight_decay = tuple(float(weight_decay) if decays(p.name) else 0.0 for p in self.params)
+        self.beta1, self.beta2, self.eps = float(betas[0]), float(betas[1]), float(eps)
+        self.exp_avg = ms.ParameterTuple(_zeros_like(p, "exp_avg") for p in self.params)
+        self.exp_avg_sq = ms.ParameterTuple(_zeros_like(p, "exp_avg_sq") for p in self.params)
+        # fp32 copies of low-precision weights: updates smaller than their ulp must not be lost.
+        self.has_master = tuple(p.dtype != ms.float32 for p in self.params)
+        self.master = ms.ParameterTuple(
+            Parameter(Tensor(p.asnumpy().astype(np.float32)), name=f"master.{p.name}", requires_grad=False)
+            for p, low in zip(self.params, self.has_master) if low)
+        self.step = Parameter(Tensor(0.0, ms.float32), name="step", requires_grad=False)
+
+    def state(self):
+        """Named optimizer tensors, for checkpoints: {name: Parameter}."""
+        out = {"step": self.step}
+        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
+            out[f"exp_avg.{p.name}"], out[f"exp_avg_sq.{p.name}"] = m, v
+        for master in self.master:
+            out[master.name] = master
+        return out
+
+    def master_weights(self):
+        """{parameter name: fp32 value} of every optimised parameter (the exported model's weights)."""
+        masters = iter(self.master)
+        return {p.name: (next(masters) if low else p) for p, low in zip(self.params, self.has_master)}
+
+    def construct(self, grads, lr, finite):
+        step = self.step + ops.select(finite, Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
+        ops.assign(self.step, step)
+        safe_step = ops.maximum(step, 1.0)
+        step_size = lr / (1.0 - ops.pow(Tensor(self.beta1, ms.float32), safe_step))
+        bias_correction2_sqrt = ops.sqrt(1.0 - ops.pow(Tensor(self.beta2, ms.float32), safe_step))
+        masters = 0
+        for i in range(len(self.params)):
+            param, m, v = self.params[i], self.exp_avg[i], self.exp_avg_sq[i]
+            if self.has_master[i]:
+                weight = self.master[masters]
+                masters += 1
+            else:
+                weight = param
+            g = grads[i].astype(ms.float32)
+            new_m = m * self.beta1 + g * (1.0 - self.beta1)
+            new_v = v * self.beta2 + g * g * (1.0 - self.beta2)
+            value = weight * (1.0 - lr * self.weight_decay[i])
+            value = value - step_size * new_m / (ops.sqrt(new_v) / bias_correction2_sqrt + self.eps)
+            ops.assign(m, ops.select(finite, new_m, m))
+            ops.assign(v, ops.select(finite, new_v, v))
+            value = ops.select(finite, value, weight)
+            ops.assign(weight, value)
+            if self.has_master[i]:
+                ops.assign(param, value.astype(param.dtype))
+        return step
+
+
+def _zeros_like(param, prefix):
+    return Parameter(Tensor(np.zeros(param.shape, np.float32)), name=f"{prefix}.{param.name}", requires_grad=False)
+
+
+def lr_lambda(schedule, warmup_steps, total_steps, min_lr_rate=0.0):
+    """transformers' schedule multipliers: lr at optimizer step s (0-based) = base lr * f(s)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"--lr_scheduler_type must be one of {SCHEDULES}, got {schedule!r}")
+    warmup_steps, total_steps = int(warmup_steps), int(total_steps)
+
+    def warmup(s):
+        return s / max(1, warmup_steps)
+
+    def f(s):
+        if schedule == "constant":
+            return 1.0
+        if s < warmup_steps:
+            return warmup(s)
+        if schedule == "constant_with_warmup":
+            return 1.0
+        decay_steps = max(1, total_steps - warmup_steps)
+        if schedule == "linear":
+            return max(0.0, (total_steps - s) / decay_steps)
+        progress = (s - warmup_steps) / decay_steps
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        if schedule == "cosine":
+            return max(0.0, cosine)
+        return max(0.0, cosine * (1.0 - min_lr_rate) + min_lr_rate)
+
+    return f
+
+
+def learning_rates(base_lr, schedule, warmup_steps, total_steps, min_lr=None):
+    """The learning rate of every optimizer step 0 .. total_steps - 1."""
+    min_lr_rate = 0.0
+    if schedule == "cosine_with_min_lr":
+        if min_lr is None:
+            raise ValueError("--lr_scheduler_type cosine_with_min_lr needs --min_learning_rate")
+        min_lr_rate = min_lr / base_lr if base_lr else 0.0
+    f = lr_lambda(schedule, warmup_steps, total_steps, min_lr_rate)
+    return [base_lr * f(s) for s in range(total_steps)]
