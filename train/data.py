@@ -67,7 +67,7 @@ class SFTDataset:
         order = self.epoch_order(epoch, num_shards, shard_id)[start:]
         for index, record in zip(order, self.reader.read(order)):
             ids, labels = self.builder.build(record, self.null_prompt(epoch, index))
-            yield self.builder.pad(ids, labels, self.max_length)
+            yield self.builder.padded(ids, labels, self.max_length)
 
 
 def batches(samples, batch_size):

@@ -31,7 +31,7 @@ def supervision_from_flags(apply_loss_on_only_vision, apply_loss_on_only_text):
 
 
 class SequenceBuilder:
-    """Builds (input_ids, labels) of one sample from a shard record; padding is added by ``pad``."""
+    """Builds (input_ids, labels) of one sample from a shard record; padding is added by ``padded``."""
 
     def __init__(self, tokenizer, supervision="vision", chat_template=DEFAULT_CHAT_TEMPLATE,
                  prefix_template=DEFAULT_PREFIX_TEMPLATE):
@@ -107,7 +107,7 @@ class SequenceBuilder:
                                                                          + self.chat_after))
         return 1 + prompt + image + len(self.encode(record["response"])) + 1
 
-    def pad(self, ids, labels, max_length):
+    def padded(self, ids, labels, max_length):
         """Right padding to ``max_length``: (input_ids, attention_mask, labels) int32 arrays."""
         n = len(ids)
         if n > max_length:

@@ -68,42 +68,47 @@ class ShardWriter:
         if os.path.exists(self.out_dir) and not os.path.isdir(self.out_dir):
             raise NotADirectoryError(f"--output-path {out_dir!r} exists and is not a folder")
         os.makedirs(self.out_dir, exist_ok=True)
-        for stale in glob.glob(os.path.join(self.out_dir, ".tmp-part-*")):  # a part interrupted mid-write
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in glob.glob(os.path.join(self.out_dir, ".tmp-*")):  # a part interrupted mid-write
+            shutil.rmtree(stale, ignore_errors=True) if os.path.isdir(stale) else os.remove(stale)
 
     def path(self, index):
         return os.path.join(self.out_dir, part_name(index))
 
-    def done(self, index):
-        return os.path.isfile(self.path(index)) and os.path.isfile(self.path(index) + ".db")
+    def meta_path(self, index):
+        return os.path.join(self.out_dir, f"part-{index:05d}.json")
 
-    def write(self, index, records):
-        """Write part ``index`` atomically (nothing is written for an empty list)."""
+    def done(self, index):
+        """A part is complete once its meta file exists (written after its data)."""
+        return os.path.isfile(self.meta_path(index))
+
+    def meta(self, index):
+        with open(self.meta_path(index), encoding="utf-8") as f:
+            return json.load(f)
+
+    def write(self, index, records, skipped=()):
+        """Write part ``index`` atomically: its data (none when every input was skipped), then its meta file
+        ({"samples": n, "skipped": [{"name", "reason"}...]}), whose presence marks the part complete."""
         from mindspore.mindrecord import FileWriter
 
-        if not records:
-            return
-        tmp = tempfile.mkdtemp(dir=self.out_dir, prefix=f".tmp-part-{index:05d}-")
-        try:
-            path = os.path.join(tmp, part_name(index))
-            writer = FileWriter(path, shard_num=1, overwrite=True)
-            writer.add_schema(SCHEMA, "emu3_tokens")
-            writer.write_raw_data(records)
-            writer.commit()
-            os.replace(path + ".db", self.path(index) + ".db")
-            os.replace(path, self.path(index))  # last: its presence marks the part complete
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if records:
+            tmp = tempfile.mkdtemp(dir=self.out_dir, prefix=f".tmp-part-{index:05d}-")
+            try:
+                path = os.path.join(tmp, part_name(index))
+                writer = FileWriter(path, shard_num=1, overwrite=True)
+                writer.add_schema(SCHEMA, "emu3_tokens")
+                writer.write_raw_data(records)
+                writer.commit()
+                os.replace(path + ".db", self.path(index) + ".db")
+                os.replace(path, self.path(index))
+                for name in (self.path(index), self.path(index) + ".db"):
+                    os.chmod(name, 0o644)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        _write_json(self.meta_path(index), {"samples": len(records), "skipped": list(skipped)})
 
     def finish(self, info):
         """Write ``dataset_info.json`` (atomically) once every part is done."""
-        info = {"format": FORMAT, "version": FORMAT_VERSION, **info}
-        fd, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=".dataset_info.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(self.out_dir, INFO_FILE))
+        _write_json(os.path.join(self.out_dir, INFO_FILE), {"format": FORMAT, "version": FORMAT_VERSION, **info})
 
 
 class ShardReader:
@@ -154,3 +159,16 @@ def _plain(value):
     if value.dtype.kind == "S":
         return value.item().decode("utf-8")
     return value
+
+
+def _write_json(path, data):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,116 @@
+"""Run folders: ``checkpoint-{step}/`` (a released-layout model + what exact resume needs) and the final model.
+
+A checkpoint folder holds ``config.json`` and ``model.safetensors`` (released tensor names, fp32: loadable by
+``Emu3ForCausalLM.from_pretrained`` and the inference scripts), the tokenizer files, ``optimizer.safetensors``
+(moments, step, fp32 master weights) and ``trainer_state.json`` (step, data position, loss scale, RNG, log).
+It is written into a hidden temporary folder and renamed into place, so a crash mid-save never leaves a
+half-written checkpoint as the newest; older checkpoints are pruned only after the new one is complete.
+"""
+
+import glob
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from emu3.arrays import to_numpy
+from emu3.checkpoint import SINGLE_FILE
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+# Fields that must agree between a checkpoint and the run resuming it.
+ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                       "num_key_value_heads")
+
+
+def checkpoints(output_dir):
+    """Complete checkpoints in ``output_dir``, oldest first: [(step, path)]."""
+    found = []
+    for path in glob.glob(os.path.join(output_dir, "checkpoint-*")):
+        match = _CHECKPOINT_RE.match(os.path.basename(path))
+        if match and os.path.isfile(os.path.join(path, STATE_FILE)):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def remove_stale_temporaries(output_dir):
+    """Leftovers of saves that were interrupted (never a complete checkpoint)."""
+    for path in glob.glob(os.path.join(output_dir, ".tmp-checkpoint-*")):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _numpy_tensors(named):
+    return {name: np.array(to_numpy(value), order="C") for name, value in named.items()}
+
+
+def write_model(directory, weights, config, tokenizer):
+    """config.json, model.safetensors (fp32, released names) and the tokenizer files into ``directory``."""
+    config.save_pretrained(directory)
+    tensors = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in _numpy_tensors(weights).items()}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, os.path.join(directory, SINGLE_FILE))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    tokenizer.save_pretrained(directory)
+
+
+def save_checkpoint(output_dir, step, weights, config, tokenizer, optimizer_state, trainer_state, save_total_limit):
+    """Write ``output_dir/checkpoint-{step}`` atomically, then prune the oldest beyond ``save_total_limit``."""
+    final = os.path.join(output_dir, f"checkpoint-{step}")
+    tmp = tempfile.mkdtemp(dir=output_dir, prefix=f".tmp-checkpoint-{step}-")
+    try:
+        write_model(tmp, weights, config, tokenizer)
+        save_file(_numpy_tensors(optimizer_state), os.path.join(tmp, OPTIMIZER_FILE))
+        with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
+            json.dump(trainer_state, f, indent=2)
+        os.chmod(tmp, 0o755)
+        if os.path.exists(final):  # the same step saved again (e.g. after a resume): swap, then drop the old one
+            old = tempfile.mkdtemp(dir=output_dir, prefix=f".tmp-checkpoint-{step}-old-")
+            os.rename(final, os.path.join(old, "old"))
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    if save_total_limit:
+        for _, path in checkpoints(output_dir)[:-save_total_limit]:
+            shutil.rmtree(path, ignore_errors=True)
+    return final
+
+
+def load_resume_state(path, config, optimizer_names):
+    """(trainer_state, optimizer tensors) of checkpoint ``path``, after checking that it fits this run."""
+    state_path = os.path.join(path, STATE_FILE)
+    if not os.path.isfile(state_path):
+        raise ValueError(f"--resume {path!r} is not a complete checkpoint (no {STATE_FILE}); pass a checkpoint-"
+                         "{step} folder written by train.py")
+    with open(state_path, encoding="utf-8") as f:
+        state = json.load(f)
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    differ = [f"{k} {saved.get(k)} vs {getattr(config, k)}" for k in ARCHITECTURE_FIELDS
+              if saved.get(k) != getattr(config, k)]
+    if differ:
+        raise ValueError(f"checkpoint {path!r} was trained with another model config ({'; '.join(differ)}; "
+                         "checkpoint vs --model_name_or_path): resume with the same model, or start a new "
+                         "--output_dir")
+    tensors = load_file(os.path.join(path, OPTIMIZER_FILE))
+    missing = sorted(set(optimizer_names) - set(tensors))
+    extra = sorted(set(tensors) - set(optimizer_names))
+    if missing or extra:
+        raise ValueError(f"checkpoint {path!r} optimises other parameters than this run ({len(missing)} missing, "
+                         f"{len(extra)} extra, e.g. {(missing + extra)[:3]}): was --trainable_hidden_layers or "
+                         "--fp16 different? Resume with the same flags, or start a new --output_dir")
+    return state, tensors

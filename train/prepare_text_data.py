@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Prepare text data for Emu3 SFT (see train/prepare.py and README "Fine-tuning")."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from train.prepare import prepare  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(prepare("text", default_image_area=None))

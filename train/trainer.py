@@ -1,0 +1,307 @@
+"""The trainer: build -> compiled train step -> log -> save/resume. One trainer for every task.
+
+Build order: tokenizer and config of ``--model_name_or_path`` (config cross-updated with ``--image_area`` /
+``--max_position_embeddings`` as the original), dataset, model (pretrained weights, or a resumed checkpoint's),
+then what is applied from outside the plain model: frozen layers, recompute, precision; then the optimizer.
+"""
+
+import itertools
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import Tensor
+
+from emu3.device import is_ascend, select_device
+from emu3.mllm import Emu3Config, Emu3ForCausalLM, Emu3Tokenizer
+from emu3.nn.precision import PrecisionPolicy, apply_precision
+
+from .checkpointing import (checkpoints, load_resume_state, remove_stale_temporaries, save_checkpoint,
+                            write_model)
+from .data import SFTDataset, batches, next_token_targets
+from .optim import AdamW, learning_rates
+from .sequences import SequenceBuilder, supervision_from_flags
+from .step import TrainStep
+
+LOG_FILE = "train_log.jsonl"
+PLOT_FILE = "loss.png"
+
+
+class TrainingError(ValueError):
+    """Bad input to training: the message says what was wrong and what to do."""
+
+
+class LossScaler:
+    """fp16 loss scaling as mindspore.amp.DynamicLossScaler (factor, window), kept on the host so its state is
+    plain numbers in the checkpoint; ``static`` keeps the scale and still skips overflowing steps."""
+
+    def __init__(self, kind, scale, factor=2.0, window=1000):
+        self.kind, self.scale, self.factor, self.window, self.good_steps = kind, float(scale), factor, window, 0
+
+    def update(self, finite):
+        if self.kind != "dynamic":
+            return
+        if not finite:
+            self.scale, self.good_steps = max(self.scale / self.factor, 1.0), 0
+        else:
+            self.good_steps += 1
+            if self.good_steps == self.window:
+                self.scale, self.good_steps = self.scale * self.factor, 0
+
+
+class Trainer:
+    def __init__(self, args, log=print):
+        self.args, self.log = args, log
+        select_device()
+        self._check_paths()
+        self.tokenizer = self._load_tokenizer()
+        self.config = self._load_config()
+        builder = SequenceBuilder(self.tokenizer, supervision_from_flags(args.apply_loss_on_only_vision,
+                                                                         args.apply_loss_on_only_text))
+        try:
+            self.dataset = SFTDataset(args.train_data_path, builder, self.config.max_position_embeddings,
+                                      args.null_prompt_prob, args.seed, log=log)
+        except (FileNotFoundError, ValueError) as e:
+            raise TrainingError(str(e)) from None
+        self.samples_per_epoch = len(self.dataset.epoch_order(0))
+        micro_per_epoch = self.samples_per_epoch // args.per_device_train_batch_size
+        if micro_per_epoch == 0:
+            raise TrainingError(f"{self.samples_per_epoch} usable samples are fewer than one batch of "
+                                f"--per_device_train_batch_size {args.per_device_train_batch_size}")
+        self.updates_per_epoch = math.ceil(micro_per_epoch / args.gradient_accumulation_steps)
+        self.total_steps = (args.max_steps if args.max_steps > 0
+                            else math.ceil(args.num_train_epochs * self.updates_per_epoch))
+        self.lrs = learning_rates(args.learning_rate, args.lr_scheduler_type, args.warmup_steps, self.total_steps,
+                                  args.min_learning_rate)
+        self.resume_path = self._find_resume()
+        self._build_model()
+
+    # ---- setup -------------------------------------------------------------------------------------------------
+    def _check_paths(self):
+        a = self.args
+        if not os.path.isdir(a.model_name_or_path):
+            raise TrainingError(f"--model_name_or_path {a.model_name_or_path!r} is not a folder")
+        if os.path.exists(a.output_dir) and not os.path.isdir(a.output_dir):
+            raise TrainingError(f"--output_dir {a.output_dir!r} exists and is not a folder")
+        os.makedirs(a.output_dir, exist_ok=True)
+        if not os.access(a.output_dir, os.W_OK):
+            raise TrainingError(f"--output_dir {a.output_dir!r} is not writable")
+        if a.bf16 and not is_ascend():
+            raise TrainingError("--bf16 needs an Ascend device (this CPU has no bf16 kernels); use --fp16 True or "
+                                "fp32 (the default)")
+
+    def _load_tokenizer(self):
+        try:
+            return Emu3Tokenizer.from_pretrained(self.args.model_name_or_path)
+        except (FileNotFoundError, ValueError) as e:
+            raise TrainingError(f"the model folder has no usable tokenizer files ({e})") from None
+
+    def _load_config(self):
+        a = self.args
+        try:
+            config = Emu3Config.from_pretrained(a.model_name_or_path)
+        except (FileNotFoundError, ValueError) as e:
+            raise TrainingError(str(e)) from None
+        # As the original: an explicit flag overrides the config, otherwise the flag takes the config's value.
+        for name in ("image_area", "max_position_embeddings"):
+            value = getattr(a, name)
+            if value is not None:
+                setattr(config, name, value)
+            setattr(a, name, getattr(config, name))
+        if len(self.tokenizer) > config.vocab_size:
+            raise TrainingError(f"the tokenizer has {len(self.tokenizer)} tokens but the model only "
+                                f"{config.vocab_size} embeddings: model and tokenizer do not belong together")
+        return config
+
+    def _find_resume(self):
+        a = self.args
+        remove_stale_temporaries(a.output_dir)
+        if a.resume:
+            if not os.path.isdir(a.resume):
+                raise TrainingError(f"--resume {a.resume!r} is not a folder")
+            return a.resume
+        found = checkpoints(a.output_dir)
+        return found[-1][1] if found else None
+
+    def _build_model(self):
+        a = self.args
+        source = self.resume_path or a.model_name_or_path
+        try:
+            self.model = Emu3ForCausalLM.from_pretrained(source, config=self.config)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+        self.model.set_train(True)
+        layers = self.model.model.layers
+        frozen = 0 if a.trainable_hidden_layers is None else max(0, len(layers) - a.trainable_hidden_layers)
+        for layer in layers[:frozen]:
+            for p in layer.get_parameters():
+                p.requires_grad = False
+        if a.gradient_checkpointing:
+            for layer in layers:
+                layer.recompute()
+        dtype = ms.float16 if a.fp16 else ms.bfloat16 if a.bf16 else ms.float32
+        if dtype != ms.float32:
+            apply_precision(self.model, PrecisionPolicy(param_dtype=dtype, conv3d_dtype=dtype))
+        self.optimizer = AdamW(self.model.trainable_params(), a.weight_decay, (a.adam_beta1, a.adam_beta2),
+                               a.adam_epsilon)
+        scaler_kind = (a.loss_scaler_type or "dynamic") if a.fp16 else "none"
+        self.scaler = LossScaler(scaler_kind, a.init_loss_scale if a.fp16 else 1.0, a.loss_scale_factor,
+                                 a.scale_window)
+        self.state = {"global_step": 0, "epoch": 0, "samples_in_epoch": 0}
+        if self.resume_path:
+            self._restore()
+        self.train_step = TrainStep(self.model, self.optimizer, a.max_grad_norm, compiled=a.mode == 0)
+        self.log(f"model {source}: {sum(p.size for p in self.model.trainable_params()):,} trainable parameters"
+                 f" ({frozen} of {len(layers)} decoder layers frozen), {np.dtype(_np_dtype(dtype)).name}, "
+                 f"{'graph' if a.mode == 0 else 'pynative'} mode"
+                 + (", recompute" if a.gradient_checkpointing else ""))
+
+    def _restore(self):
+        named = self.optimizer.state()
+        try:
+            state, tensors = load_resume_state(self.resume_path, self.config, list(named))
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+        for name, param in named.items():
+            param.set_data(Tensor(tensors[name]).astype(param.dtype))
+        self.state = {k: state[k] for k in ("global_step", "epoch", "samples_in_epoch")}
+        self.scaler.scale, self.scaler.good_steps = state["loss_scale"], state["loss_scale_good_steps"]
+        ms.set_seed(state["seed"] + state["global_step"])
+        self.log(f"resumed from {self.resume_path}: step {self.state['global_step']}, epoch {self.state['epoch']}, "
+                 f"{self.state['samples_in_epoch']} samples into it")
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+    def train(self):
+        a = self.args
+        self.log(f"{len(self.dataset)} samples ({', '.join(self.dataset.tasks)}), batch "
+                 f"{a.per_device_train_batch_size} x {a.gradient_accumulation_steps} accumulated, "
+                 f"{self.updates_per_epoch} steps per epoch, {self.total_steps} steps")
+        self._trim_log()
+        window = _new_window()
+        while self.state["global_step"] < self.total_steps:
+            epoch = self.state["epoch"]
+            micro_batches = batches(self.dataset.samples(epoch, self.state["samples_in_epoch"]),
+                                    a.per_device_train_batch_size)
+            while self.state["global_step"] < self.total_steps:
+                micro = [(ids, mask, next_token_targets(labels))
+                         for ids, mask, labels in itertools.islice(micro_batches, a.gradient_accumulation_steps)]
+                if not micro:  # the epoch is used up
+                    self.state.update(epoch=epoch + 1, samples_in_epoch=0)
+                    self._save_if(epoch_end=True)
+                    break
+                self._optimizer_step(micro, window)
+                if self.state["global_step"] % a.logging_steps == 0 or self.state["global_step"] == self.total_steps:
+                    self._log_step(window)
+                    window = _new_window()
+                self._save_if()
+        self.save_final()
+
+    def _optimizer_step(self, micro, window):
+        step = self.state["global_step"]
+        loss, norm, finite, _ = self.train_step.step(micro, self.lrs[step], self.scaler.scale)
+        self.scaler.update(finite)
+        samples = sum(len(ids) for ids, _, _ in micro)
+        self.state["global_step"] = step + 1
+        self.state["samples_in_epoch"] += samples
+        window["loss"] += loss if finite else 0.0
+        window["n"] += int(finite)
+        window["skipped"] += int(not finite)
+        window["tokens"] += int(sum(mask.sum() for _, mask, _ in micro))
+        window["samples"] += samples
+        window["grad_norm"] = norm
+
+    def _log_step(self, window):
+        norm = window["grad_norm"]
+        elapsed = max(time.time() - window["start"], 1e-9)
+        record = {"step": self.state["global_step"], "epoch": round(self._epoch_float(), 4),
+                  "loss": window["loss"] / max(window["n"], 1) if window["n"] else None,
+                  "lr": self.lrs[self.state["global_step"] - 1], "grad_norm": norm,
+                  "loss_scale": self.scaler.scale, "skipped_steps": window["skipped"],
+                  "tokens_per_s": window["tokens"] / elapsed, "samples_per_s": window["samples"] / elapsed}
+        with open(os.path.join(self.args.output_dir, LOG_FILE), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        loss = "overflow" if record["loss"] is None else f"{record['loss']:.4f}"
+        self.log(f"step {record['step']}/{self.total_steps} epoch {record['epoch']:.2f} loss {loss} "
+                 f"lr {record['lr']:.3g} grad_norm {norm:.3g} loss_scale {record['loss_scale']:g} "
+                 f"{record['tokens_per_s']:.0f} tokens/s {record['samples_per_s']:.2f} samples/s")
+
+    def _epoch_float(self):
+        return self.state["epoch"] + self.state["samples_in_epoch"] / max(self.samples_per_epoch, 1)
+
+    def _trim_log(self):
+        """After a resume, drop log lines of steps that are about to be trained again."""
+        path = os.path.join(self.args.output_dir, LOG_FILE)
+        if not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            lines = [line for line in f if line.strip()
+                     and json.loads(line)["step"] <= self.state["global_step"]]
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+
+    # ---- saving ------------------------------------------------------------------------------------------------
+    def _weights(self):
+        masters = self.optimizer.master_weights()
+        return {name: masters.get(name, p) for name, p in self.model.parameters_and_names()}
+
+    def _save_if(self, epoch_end=False):
+        a, step = self.args, self.state["global_step"]
+        due = (a.save_strategy == "steps" and step % a.save_steps == 0 and not epoch_end) or \
+              (a.save_strategy == "epoch" and epoch_end)
+        if due and 0 < step < self.total_steps:
+            self.save_checkpoint()
+
+    def save_checkpoint(self):
+        a = self.args
+        state = dict(self.state, total_steps=self.total_steps, loss_scale=self.scaler.scale,
+                     loss_scale_good_steps=self.scaler.good_steps, seed=a.seed,
+                     train_data_path=[os.path.abspath(p) for p in a.train_data_path])
+        path = save_checkpoint(a.output_dir, self.state["global_step"], self._weights(), self.config,
+                               self.tokenizer, self.optimizer.state(), state, a.save_total_limit)
+        plot_losses(a.output_dir)
+        self.log(f"saved {path}")
+        return path
+
+    def save_final(self):
+        write_model(self.args.output_dir, self._weights(), self.config, self.tokenizer)
+        plot_losses(self.args.output_dir)
+        self.log(f"final model in {self.args.output_dir} (loss curve: {os.path.join(self.args.output_dir, PLOT_FILE)})")
+
+
+def _new_window():
+    return {"loss": 0.0, "n": 0, "tokens": 0, "samples": 0, "start": time.time(), "skipped": 0, "grad_norm": 0.0}
+
+
+def plot_losses(output_dir):
+    """RUN/loss.png from RUN/train_log.jsonl."""
+    path = os.path.join(output_dir, LOG_FILE)
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    points = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+    if not points:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = os.path.join(output_dir, ".loss.png.tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    os.replace(tmp, os.path.join(output_dir, PLOT_FILE))
+
+
+def _np_dtype(dtype):
+    return {ms.float16: np.float16, ms.float32: np.float32}.get(dtype, np.float32)
