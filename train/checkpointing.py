@@ -18,7 +18,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from emu3.arrays import to_numpy
-from emu3.checkpoint import SINGLE_FILE
+from emu3.checkpoint import SINGLE_FILE, checkpoint_files, read_header
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -90,14 +90,12 @@ def save_checkpoint(output_dir, step, weights, config, tokenizer, optimizer_stat
     return final
 
 
-def load_resume_state(path, config, optimizer_names):
-    """(trainer_state, optimizer tensors) of checkpoint ``path``, after checking that it fits this run."""
+def check_resumable(path, config):
+    """Raise ValueError unless ``path`` is a complete checkpoint of a model with ``config``'s architecture."""
     state_path = os.path.join(path, STATE_FILE)
     if not os.path.isfile(state_path):
         raise ValueError(f"--resume {path!r} is not a complete checkpoint (no {STATE_FILE}); pass a checkpoint-"
                          "{step} folder written by train.py")
-    with open(state_path, encoding="utf-8") as f:
-        state = json.load(f)
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
         saved = json.load(f)
     differ = [f"{k} {saved.get(k)} vs {getattr(config, k)}" for k in ARCHITECTURE_FIELDS
@@ -106,6 +104,12 @@ def load_resume_state(path, config, optimizer_names):
         raise ValueError(f"checkpoint {path!r} was trained with another model config ({'; '.join(differ)}; "
                          "checkpoint vs --model_name_or_path): resume with the same model, or start a new "
                          "--output_dir")
+
+
+def load_resume_state(path, optimizer_names):
+    """(trainer_state, optimizer tensors) of checkpoint ``path``, after checking that they fit this run."""
+    with open(os.path.join(path, STATE_FILE), encoding="utf-8") as f:
+        state = json.load(f)
     tensors = load_file(os.path.join(path, OPTIMIZER_FILE))
     missing = sorted(set(optimizer_names) - set(tensors))
     extra = sorted(set(tensors) - set(optimizer_names))
@@ -114,3 +118,17 @@ def load_resume_state(path, config, optimizer_names):
                          f"{len(extra)} extra, e.g. {(missing + extra)[:3]}): was --trainable_hidden_layers or "
                          "--fp16 different? Resume with the same flags, or start a new --output_dir")
     return state, tensors
+
+
+def read_tensors(directory, names):
+    """{name: array} of the named tensors of a model folder (single file or sharded), read one by one."""
+    from safetensors import safe_open
+
+    if not names:
+        return {}
+    header = read_header(checkpoint_files(directory))
+    out = {}
+    for name in names:
+        with safe_open(header[name][2], framework="numpy") as f:
+            out[name] = f.get_tensor(name)
+    return out

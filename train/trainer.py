@@ -20,8 +20,8 @@ from emu3.device import is_ascend, select_device
 from emu3.mllm import Emu3Config, Emu3ForCausalLM, Emu3Tokenizer
 from emu3.nn.precision import PrecisionPolicy, apply_precision
 
-from .checkpointing import (checkpoints, load_resume_state, remove_stale_temporaries, save_checkpoint,
-                            write_model)
+from .checkpointing import (check_resumable, checkpoints, load_resume_state, read_tensors, remove_stale_temporaries,
+                            save_checkpoint, write_model)
 from .data import SFTDataset, batches, next_token_targets
 from .optim import AdamW, learning_rates
 from .sequences import SequenceBuilder, supervision_from_flags
@@ -123,9 +123,16 @@ class Trainer:
         if a.resume:
             if not os.path.isdir(a.resume):
                 raise TrainingError(f"--resume {a.resume!r} is not a folder")
-            return a.resume
-        found = checkpoints(a.output_dir)
-        return found[-1][1] if found else None
+            path = a.resume
+        else:
+            found = checkpoints(a.output_dir)
+            path = found[-1][1] if found else None
+        if path:
+            try:
+                check_resumable(path, self.config)
+            except ValueError as e:
+                raise TrainingError(str(e)) from None
+        return path
 
     def _build_model(self):
         a = self.args
@@ -163,7 +170,7 @@ class Trainer:
     def _restore(self):
         named = self.optimizer.state()
         try:
-            state, tensors = load_resume_state(self.resume_path, self.config, list(named))
+            state, tensors = load_resume_state(self.resume_path, list(named))
         except ValueError as e:
             raise TrainingError(str(e)) from None
         for name, param in named.items():
@@ -245,8 +252,15 @@ class Trainer:
 
     # ---- saving ------------------------------------------------------------------------------------------------
     def _weights(self):
-        masters = self.optimizer.master_weights()
-        return {name: masters.get(name, p) for name, p in self.model.parameters_and_names()}
+        """fp32 values to export: the optimizer's masters; frozen low-precision parameters never change, so they
+        are read back from the folder the model was loaded from instead of widening their fp16 copies."""
+        weights = self.optimizer.master_weights()
+        frozen = [name for name, p in self.model.parameters_and_names()
+                  if name not in weights and p.dtype != ms.float32]
+        weights.update(read_tensors(self.resume_path or self.args.model_name_or_path, frozen))
+        for name, p in self.model.parameters_and_names():
+            weights.setdefault(name, p)
+        return weights
 
     def _save_if(self, epoch_end=False):
         a, step = self.args, self.state["global_step"]

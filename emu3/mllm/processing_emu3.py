@@ -389,13 +389,18 @@ class Emu3Processor:
 
     # ---- constrained decoding ----------------------------------------------------------------------------------------
     def build_prefix_constrained_fn(self, height, width):
-        """The function (batch_id, sequence) -> allowed ids that makes generation follow the image layout (§4.4)."""
+        """The function (batch_id, sequence) -> allowed ids that makes generation follow the image layout (§4.4).
+
+        Visual tokens are limited to the vision tokenizer's codebook (all 32,768 for the released one), so a model
+        paired with a smaller tokenizer (a fine-tuned or tiny one) never samples a code its decoder lacks."""
         from .utils_emu3 import Emu3PrefixConstrainedLogitsHelper
 
         tok = self.tokenizer
+        codebook = (int(self.vision_tokenizer.config.codebook_size) if self.vision_tokenizer is not None
+                    else st.CODEBOOK_SIZE)
         img, eoi, eos, eol, eof, pad, first, last = tok.encode([
             tok.img_token, tok.eoi_token, tok.eos_token, tok.eol_token, tok.eof_token, tok.pad_token,
-            self._visual_token(0), self._visual_token(st.CODEBOOK_SIZE - 1),
+            self._visual_token(0), self._visual_token(codebook - 1),
         ])
         return Emu3PrefixConstrainedLogitsHelper(
             height=height, width=width, img_token=img, eoi_token=eoi, eos_token=eos, eol_token=eol, eof_token=eof,

@@ -1,0 +1,184 @@
+"""The trainer end to end on the tiny world: outputs in the released layout, exact resume (also after a save
+that died half-way), frozen layers, fp16, and clear errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from emu3.mllm import Emu3ForCausalLM
+from train import checkpointing
+from train.arguments import parse_args
+from train.trainer import Trainer, TrainingError
+from conftest import make_llm_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def prepare(script, out, *args):
+    env = dict(os.environ, GLOG_v="3")
+    result = subprocess.run([sys.executable, os.path.join(REPO, "train", script), "--output-path", str(out),
+                             *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def t2i_data(tmp_path_factory, vq_dir, inputs_dir):
+    return prepare("prepare_vision_data.py", tmp_path_factory.mktemp("data") / "t2i", "--model-path", vq_dir,
+                   "--data-path", inputs_dir / "t2i.json", "--image-area", 1024)
+
+
+@pytest.fixture(scope="module")
+def vqa_data(tmp_path_factory, vq_dir, inputs_dir):
+    return prepare("prepare_vqa_data.py", tmp_path_factory.mktemp("data") / "vqa", "--model-path", vq_dir,
+                   "--data-path", inputs_dir / "vqa.json", "--image-area", 1024)
+
+
+def flags(model, data, out, *extra):
+    return ["--model_name_or_path", model, "--train_data_path", data, "--output_dir", str(out), "--mode", "1",
+            "--learning_rate", "1e-2", "--lr_scheduler_type", "cosine_with_min_lr", "--min_learning_rate", "1e-3",
+            "--warmup_steps", "1", "--weight_decay", "0.1", "--null_prompt_prob", "0.5", "--logging_steps", "1",
+            "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "2", "--max_steps", "6",
+            "--save_steps", "2", *map(str, extra)]
+
+
+def train(argv, log=None):
+    trainer = Trainer(parse_args(argv), log=log or (lambda *a: None))
+    trainer.train()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, llm_dir, t2i_data):
+    out = tmp_path_factory.mktemp("run") / "full"
+    train(flags(llm_dir, t2i_data, out))
+    return out
+
+
+def test_outputs_are_released_layout_folders(uninterrupted):
+    out = uninterrupted
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    for folder in (out, out / "checkpoint-4"):
+        model = Emu3ForCausalLM.from_pretrained(str(folder))  # strict: released names, every tensor
+        assert model.config.max_position_embeddings == 96
+        for name in ("emu3.tiktoken", "emu3_vision_tokens.txt", "tokenizer_config.json"):
+            assert (folder / name).is_file()
+    assert {"optimizer.safetensors", "trainer_state.json"} <= {p.name for p in (out / "checkpoint-4").iterdir()}
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert log[0]["lr"] == 0.0 and all(r["tokens_per_s"] > 0 for r in log)
+    assert log[-1]["loss"] < log[1]["loss"], "the loss falls"
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_after_a_stop_and_a_killed_save_equals_uninterrupted(tmp_path, llm_dir, t2i_data, uninterrupted,
+                                                                    monkeypatch):
+    out = tmp_path / "run"
+    real_save = checkpointing.save_file
+
+    def dies_at_step_4(tensors, path, *a, **k):
+        if "checkpoint-4" in path:
+            raise KeyboardInterrupt("killed while saving")
+        return real_save(tensors, path, *a, **k)
+
+    monkeypatch.setattr(checkpointing, "save_file", dies_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(flags(llm_dir, t2i_data, out))
+    monkeypatch.setattr(checkpointing, "save_file", real_save)
+    assert [s for s, _ in checkpointing.checkpoints(str(out))] == [2], "a half-written save is never a checkpoint"
+    # A hard kill leaves its temporary folder behind (no finally runs): the next run must ignore and remove it.
+    stale = out / ".tmp-checkpoint-4-killed"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+
+    messages = []
+    train(flags(llm_dir, t2i_data, out), log=messages.append)  # auto-resumes from the newest checkpoint
+    assert any("resumed from" in m and "checkpoint-2" in m for m in messages)
+    assert not stale.exists()
+    expected = load_file(str(uninterrupted / "model.safetensors"))
+    resumed = load_file(str(out / "model.safetensors"))
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6], "steps trained again are logged once"
+
+
+def test_frozen_layers_and_fp16(tmp_path, llm_dir, vqa_data):
+    out = tmp_path / "run"
+    argv = flags(llm_dir, vqa_data, out, "--max_steps", 2, "--trainable_hidden_layers", 1, "--fp16", "True",
+                 "--apply_loss_on_only_vision", "False", "--apply_loss_on_only_text", "True", "--save_steps", 100)
+    trainer = train(argv)
+    assert trainer.scaler.kind == "dynamic" and trainer.scaler.scale == 1024.0
+    before, after = load_file(os.path.join(llm_dir, "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(v.dtype == np.float32 for v in after.values()), "exported from the fp32 master weights"
+    for name in before:
+        changed = not np.array_equal(before[name], after[name])
+        assert changed == (not name.startswith("model.layers.0.")), name
+
+
+def test_trained_model_runs_through_the_inference_scripts(uninterrupted, vq_dir, tmp_path):
+    env = dict(os.environ, GLOG_v="3")
+    common = ["--model-path", str(uninterrupted), "--vq-path", vq_dir, "--mode", "pynative"]
+    gen = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "image_generation.py"), *common,
+                          "--prompt", "a red square", "--output-dir", str(tmp_path / "gen")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert gen.returncode == 0, gen.stderr
+    assert list((tmp_path / "gen").glob("*.png"))
+    picture = next((tmp_path / "gen").glob("*.png"))
+    vqa = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "multimodal_understanding.py"), *common,
+                          "--image", str(picture), "--prompt", "What colour is the shape?", "--max-new-tokens", "4",
+                          "--output-dir", str(tmp_path / "vqa")], capture_output=True, text=True, env=env, timeout=300)
+    assert vqa.returncode == 0, vqa.stderr
+    assert (tmp_path / "vqa" / "answers.txt").is_file()
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------------
+def test_unknown_flag_is_named(capsys, llm_dir, t2i_data, tmp_path):
+    with pytest.raises(SystemExit):
+        parse_args(flags(llm_dir, t2i_data, tmp_path, "--learning_rat", "1", "--fp16", "maybe"))
+    err = capsys.readouterr().err
+    assert "--fp16" in err or "--learning_rat" in err
+    with pytest.raises(SystemExit):
+        parse_args(flags(llm_dir, t2i_data, tmp_path, "--warmup_step", "3"))
+    assert "unknown argument(s): --warmup_step" in capsys.readouterr().err
+    args = parse_args(flags(llm_dir, t2i_data, tmp_path, "--fp16", "--gradient_checkpointing", "false"))
+    assert args.fp16 is True and args.gradient_checkpointing is False
+
+
+def test_resume_from_another_model_config_is_refused(tmp_path, tokenizer_dir, t2i_data, uninterrupted):
+    other = make_llm_dir(tmp_path / "other", tokenizer_dir, hidden_size=64, intermediate_size=96)
+    with pytest.raises(TrainingError, match="another model config.*hidden_size"):
+        Trainer(parse_args(flags(other, t2i_data, tmp_path / "run", "--resume", uninterrupted / "checkpoint-4")))
+
+
+def test_model_folder_without_tokenizer_files(tmp_path, llm_dir, t2i_data):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        os.symlink(os.path.join(llm_dir, name), bare / name)
+    with pytest.raises(TrainingError, match="no usable tokenizer files.*tokenizer_files"):
+        Trainer(parse_args(flags(str(bare), t2i_data, tmp_path / "run")))
+
+
+def test_samples_that_do_not_fit_are_dropped_and_counted(tmp_path, llm_dir, t2i_data):
+    messages = []
+    with pytest.raises(TrainingError, match="no sample fits in max_position_embeddings = 20"):
+        Trainer(parse_args(flags(llm_dir, t2i_data, tmp_path / "a", "--max_position_embeddings", 20)),
+                log=messages.append)
+    assert any("dropped 8 of 8 samples" in m for m in messages)
+
+
+def test_unfinished_or_missing_data_and_wrong_task_flags(tmp_path, llm_dir, vqa_data):
+    (tmp_path / "half").mkdir()
+    with pytest.raises(TrainingError, match="did not finish"):
+        Trainer(parse_args(flags(llm_dir, str(tmp_path / "half"), tmp_path / "a")))
+    with pytest.raises(TrainingError, match="apply_loss_on_only_text True"):
+        Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "b")))  # VQA data with the T2I default
+    with pytest.raises(TrainingError, match="bf16 needs an Ascend"):
+        Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "c", "--bf16", "True")))
