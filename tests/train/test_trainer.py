@@ -182,3 +182,18 @@ def test_unfinished_or_missing_data_and_wrong_task_flags(tmp_path, llm_dir, vqa_
         Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "b")))  # VQA data with the T2I default
     with pytest.raises(TrainingError, match="bf16 needs an Ascend"):
         Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "c", "--bf16", "True")))
+
+
+@pytest.mark.parametrize("script, data", [("t2i_sft_single.sh", "t2i_data"), ("vqa_sft_single.sh", "vqa_data")])
+def test_single_device_scripts_pass_extra_flags_through(request, tmp_path, llm_dir, script, data):
+    env = dict(os.environ, MODEL_PATH=llm_dir, DATA_PATH=request.getfixturevalue(data),
+               OUTPUT_DIR=str(tmp_path / "run"), PYTHON=sys.executable)
+    result = subprocess.run(["bash", os.path.join(REPO, "scripts", script), "--max_steps", "1", "--fp16", "False",
+                             "--gradient_checkpointing", "False", "--mode", "1", "--image_area", "1024",
+                             "--max_position_embeddings", "96"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "step 1/1" in result.stdout and "float32" in result.stdout
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    env.pop("DATA_PATH")
+    result = subprocess.run(["bash", os.path.join(REPO, "scripts", script)], capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "set DATA_PATH" in result.stderr
