@@ -3,7 +3,8 @@
 
     benchmark.py vq --config small --resolution 256 --mode pynative graph --torch
 
-Components: ``vq`` (vision-tokenizer reconstruction = encode + decode), ``decode`` (greedy LLM decoding,
+Components: ``train`` (one SFT optimizer step, graph/pynative, recompute on/off, beside PyTorch's; see
+``scripts/bench_train.py`` for its flags), ``vq`` (vision-tokenizer reconstruction = encode + decode), ``decode`` (greedy LLM decoding,
 batch 1: per-token time by context, batched vs unbatched CFG, and the step's matmul kernels alone) and ``load``
 (peak host memory of loading a sharded fp32 LLM checkpoint into fp32 / fp16). Every row of
 one run uses the same weights, input and thread count; ``--torch`` adds HF transformers' PyTorch implementation
@@ -414,6 +415,13 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # the training step has its own flags (scripts/bench_train.py)
+        from bench_train import bench_train
+
+        rows = bench_train(argv[1:])
+        print_table(rows, list(rows[0]))
+        return rows
     args = parse_args(argv)
     if args.torch_inputs:
         with np.load(args.torch_inputs) as arrays:

@@ -334,7 +334,12 @@ def test_build_prefix_constrained_fn(proc, tok):
     fn = proc.build_prefix_constrained_fn(np.array([2]), np.array([3]))
     prompt = tok.encode(BOS + "a cat" + BOI + "2*3" + IMG)
     stream = generated_stream(tok, np.zeros((2, 3), int), "a cat")[len(prompt):]
-    visual = set(range(151854, 184622))
+    # Only the codes the vision tokenizer can decode (64 here; all 32,768 with the released one).
+    visual = set(range(151854, 151854 + proc.vision_tokenizer.config.codebook_size))
+    released = Emu3Processor(tokenizer=tok).build_prefix_constrained_fn(np.array([2]), np.array([3]))
+    first = released(0, ms.Tensor(np.array(prompt, np.int64)))
+    first = np.asarray(first.asnumpy() if hasattr(first, "asnumpy") else first).reshape(-1)
+    assert set(first.tolist()) == set(range(151854, 184622))
     for step, token in enumerate(stream):
         allowed = fn(0, ms.Tensor(np.array(prompt + stream[:step], np.int64)))
         allowed = set(np.asarray(allowed.asnumpy() if hasattr(allowed, "asnumpy") else allowed).reshape(-1).tolist())

@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Training-step benchmark (``benchmark.py train``): one optimizer step of SFT on one device.
+
+Every row runs in a process of its own (so its peak resident memory is its own, and PyTorch's row loads PyTorch
+first, as in the decode benchmark): a random-weight model of ``--config`` (default the decode benchmark's 56 M
+model: hidden 512, 8 layers, GQA 8/2, vocab 32000), a batch of ``--batch`` x ``--seq-len`` tokens, all supervised,
+AdamW + global-norm clipping. Times are medians of ``--repeat`` steps after two warm-up steps (the first one
+compiles). The same process first times one large fp32 matmul (``--peak-size``³, median of 5) as the machine's
+matmul peak; "% of peak" = the step's matmul FLOPs (3x the forward's, 4x with recompute, which re-runs the
+forward) / step time / that peak.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+os.environ.setdefault("GLOG_v", "3")
+SMALL = os.path.join(REPO, "configs", "mllm", "small.json")
+
+
+def forward_matmul_flops(config, batch, seq_len):
+    """Multiply-adds x 2 of the projections, lm_head and the two attention products (causal counted in full)."""
+    h, i, n_kv, d = config["hidden_size"], config["intermediate_size"], config["num_key_value_heads"], None
+    d = h // config["num_attention_heads"]
+    per_layer = h * h * 2 + h * n_kv * d * 2 + 3 * h * i  # q, o; k, v; gate, up, down
+    tokens = batch * seq_len
+    projections = 2 * tokens * (config["num_hidden_layers"] * per_layer + h * config["vocab_size"])
+    attention = 2 * 2 * batch * config["num_hidden_layers"] * seq_len * seq_len * h
+    return projections + attention
+
+
+def peak_rss_mb():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median_time(fn, repeat):
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_ours(args, config):
+    import emu3  # noqa: F401
+    import mindspore as ms
+
+    from emu3.device import select_device
+    from emu3.mllm import Emu3Config, Emu3ForCausalLM
+    from train.data import next_token_targets
+    from train.optim import AdamW
+    from train.step import TrainStep
+
+    select_device("CPU")
+    a = ms.Tensor(np.random.default_rng(0).standard_normal((args.peak_size, args.peak_size), np.float32))
+    matmul = ms.jit(lambda x: ms.ops.matmul(x, x))
+    peak_time = median_time(lambda: matmul(a).asnumpy(), 5)
+    ms.set_seed(args.seed)
+    model = Emu3ForCausalLM.from_config(Emu3Config(**config))
+    model.set_train(True)
+    if args.recompute:
+        for layer in model.model.layers:
+            layer.recompute()
+    step = TrainStep(model, AdamW(model.trainable_params(), 0.1, (0.9, 0.95), 1e-6), max_grad_norm=1.0,
+                     compiled=args.row == "graph")
+    ids = np.random.default_rng(args.seed).integers(0, config["vocab_size"], (args.batch, args.seq_len))
+    ids = ids.astype(np.int32)
+    micro = [(ids, np.ones_like(ids), next_token_targets(ids))]
+    seconds = median_time(lambda: step.step(micro, 1e-5), args.repeat)
+    return seconds, peak_time
+
+
+def run_torch(args, config):
+    import torch
+    from transformers import Emu3ForCausalLM as HFEmu3ForCausalLM
+    from transformers import Emu3TextConfig
+
+    from emu3.mllm.configuration_emu3 import Emu3Config
+    from emu3.mllm.hf_compat import hf_text_config_kwargs
+
+    torch.set_num_threads(os.cpu_count())
+    a = torch.randn(args.peak_size, args.peak_size)
+    peak_time = median_time(lambda: torch.matmul(a, a), 5)
+    torch.manual_seed(args.seed)
+    hf_config = Emu3TextConfig(**hf_text_config_kwargs(Emu3Config(**config)))
+    hf_config._attn_implementation = "sdpa"
+    model = HFEmu3ForCausalLM(hf_config).train()
+    if args.recompute:
+        model.gradient_checkpointing_enable()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), eps=1e-6, weight_decay=0.1)
+    ids = torch.from_numpy(np.random.default_rng(args.seed).integers(0, config["vocab_size"],
+                                                                   (args.batch, args.seq_len)))
+
+    def step():
+        opt.zero_grad()
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    return median_time(step, args.repeat), peak_time
+
+
+def row(args):
+    with open(args.config, encoding="utf-8") as f:
+        config = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    config.setdefault("attention_dropout", 0.0)
+    seconds, peak_time = (run_torch if args.row == "torch" else run_ours)(args, config)
+    peak = 2 * args.peak_size ** 3 / peak_time
+    flops = forward_matmul_flops(config, args.batch, args.seq_len) * (4 if args.recompute else 3)
+    tokens = args.batch * args.seq_len
+    return {"impl": "PyTorch (HF transformers)" if args.row == "torch" else "MindSpore (ours)",
+            "mode": "eager" if args.row == "torch" else args.row, "recompute": "ON" if args.recompute else "OFF",
+            "batch": f"{args.batch}x{args.seq_len}", "precision": "fp32", "s/step": round(seconds, 3),
+            "tokens/s": round(tokens / seconds, 1), "samples/s": round(args.batch / seconds, 3),
+            "peak MB": round(peak_rss_mb()), "matmul peak GFLOP/s": round(peak / 1e9, 1),
+            "% of peak": round(100 * flops / seconds / peak, 1)}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=SMALL, help="an Emu3 config.json (default configs/mllm/small.json)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--peak-size", type=int, default=2048)
+    p.add_argument("--rows", nargs="+", default=["graph", "pynative", "torch"],
+                   choices=("graph", "pynative", "torch"))
+    p.add_argument("--recompute", nargs="+", default=["off", "on"], choices=("off", "on"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--row", choices=("graph", "pynative", "torch"), help=argparse.SUPPRESS)  # internal: one row
+    return p.parse_args(argv)
+
+
+def bench_train(argv):
+    """All rows, each in its own process; returns the table rows."""
+    args = parse_args(argv)
+    rows = []
+    for impl in args.rows:
+        for recompute in args.recompute:
+            cmd = [sys.executable, os.path.abspath(__file__), "--row", impl, "--config", args.config,
+                   "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--repeat", str(args.repeat),
+                   "--peak-size", str(args.peak_size), "--seed", str(args.seed)]
+            if recompute == "on":
+                cmd.append("--recompute-on")
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode:
+                raise RuntimeError(f"benchmark row {impl}/{recompute} failed:\n{result.stderr[-3000:]}")
+            rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    recompute = "--recompute-on" in argv
+    args = parse_args([a for a in argv if a != "--recompute-on"])
+    args.recompute = recompute
+    print(json.dumps(row(args)))
