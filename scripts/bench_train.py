@@ -5,8 +5,8 @@ Every row runs in a process of its own (so its peak resident memory is its own, 
 first, as in the decode benchmark): a random-weight model of ``--config`` (default the decode benchmark's 56 M
 model: hidden 512, 8 layers, GQA 8/2, vocab 32000), a batch of ``--batch`` x ``--seq-len`` tokens, all supervised,
 AdamW + global-norm clipping. Times are medians of ``--repeat`` steps after two warm-up steps (the first one
-compiles). The same process first times one large fp32 matmul (``--peak-size``³, median of 5) as the machine's
-matmul peak; "% of peak" = the step's matmul FLOPs (3x the forward's, 4x with recompute, which re-runs the
+compiles). The same process first times one large fp32 matmul (``--peak-size``³, the fastest of 10 runs after
+3 warm-ups) with the row's own library as the machine's matmul peak; "% of peak" = the step's matmul FLOPs (3x the forward's, 4x with recompute, which re-runs the
 forward) / step time / that peak.
 """
 
@@ -54,6 +54,18 @@ def median_time(fn, repeat):
     return statistics.median(times)
 
 
+def best_time(fn, repeat=10):
+    """The fastest of ``repeat`` runs after three warm-ups: a kernel's peak, not its typical time."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def run_ours(args, config):
     import emu3  # noqa: F401
     import mindspore as ms
@@ -70,7 +82,7 @@ def run_ours(args, config):
     def matmul(x):
         return ms.ops.matmul(x, x)
 
-    peak_time = median_time(lambda: matmul(a).asnumpy(), 5)
+    peak_time = best_time(lambda: matmul(a).asnumpy())
     ms.set_seed(args.seed)
     model = Emu3ForCausalLM.from_config(Emu3Config(**config))
     model.set_train(True)
@@ -78,7 +90,7 @@ def run_ours(args, config):
         for layer in model.model.layers:
             layer.recompute()
     step = TrainStep(model, AdamW(model.trainable_params(), 0.1, (0.9, 0.95), 1e-6), max_grad_norm=1.0,
-                     compiled=args.row == "graph")
+                     compiled=args.row == "graph", guard_overflow=False)
     ids = np.random.default_rng(args.seed).integers(0, config["vocab_size"], (args.batch, args.seq_len))
     ids = ids.astype(np.int32)
     micro = [(ids, np.ones_like(ids), next_token_targets(ids))]
@@ -96,7 +108,7 @@ def run_torch(args, config):
 
     torch.set_num_threads(os.cpu_count())
     a = torch.randn(args.peak_size, args.peak_size)
-    peak_time = median_time(lambda: torch.matmul(a, a), 5)
+    peak_time = best_time(lambda: torch.matmul(a, a))
     torch.manual_seed(args.seed)
     hf_config = Emu3TextConfig(**hf_text_config_kwargs(Emu3Config(**config)))
     hf_config._attn_implementation = "sdpa"

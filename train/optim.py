@@ -24,8 +24,8 @@ def decays(name):
 
 
 class AdamW(nn.Cell):
-    """torch.optim.AdamW: decoupled decay, bias-corrected moments; ``construct(grads, lr, finite)`` skips the
-    whole update (moments and step count included) when ``finite`` is False (an fp16 overflow)."""
+    """torch.optim.AdamW: decoupled decay, bias-corrected moments, fp32 state. The caller skips the call for an
+    overflowing fp16 step (see ``train/step.py``)."""
 
     def __init__(self, params, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8):
         super().__init__()
@@ -55,12 +55,12 @@ class AdamW(nn.Cell):
         masters = iter(self.master)
         return {p.name: (next(masters) if low else p) for p, low in zip(self.params, self.has_master)}
 
-    def construct(self, grads, lr, finite):
-        step = self.step + ops.select(finite, Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
+    def construct(self, grads, lr, grad_scale):
+        """One update with ``grads * grad_scale`` (the clipping coefficient, folded into the update's pass)."""
+        step = self.step + 1.0
         ops.assign(self.step, step)
-        safe_step = ops.maximum(step, 1.0)
-        step_size = lr / (1.0 - ops.pow(Tensor(self.beta1, ms.float32), safe_step))
-        bias_correction2_sqrt = ops.sqrt(1.0 - ops.pow(Tensor(self.beta2, ms.float32), safe_step))
+        step_size = lr / (1.0 - ops.pow(Tensor(self.beta1, ms.float32), step))
+        bias_correction2_sqrt = ops.sqrt(1.0 - ops.pow(Tensor(self.beta2, ms.float32), step))
         masters = 0
         for i in range(len(self.params)):
             param, m, v = self.params[i], self.exp_avg[i], self.exp_avg_sq[i]
@@ -69,14 +69,13 @@ class AdamW(nn.Cell):
                 masters += 1
             else:
                 weight = param
-            g = grads[i].astype(ms.float32)
+            g = grads[i].astype(ms.float32) * grad_scale
             new_m = m * self.beta1 + g * (1.0 - self.beta1)
             new_v = v * self.beta2 + g * g * (1.0 - self.beta2)
             value = weight * (1.0 - lr * self.weight_decay[i])
             value = value - step_size * new_m / (ops.sqrt(new_v) / bias_correction2_sqrt + self.eps)
-            ops.assign(m, ops.select(finite, new_m, m))
-            ops.assign(v, ops.select(finite, new_v, v))
-            value = ops.select(finite, value, weight)
+            ops.assign(m, new_m)
+            ops.assign(v, new_v)
             ops.assign(weight, value)
             if self.has_master[i]:
                 ops.assign(param, value.astype(param.dtype))

@@ -161,7 +161,8 @@ class Trainer:
         self.state = {"global_step": 0, "epoch": 0, "samples_in_epoch": 0}
         if self.resume_path:
             self._restore()
-        self.train_step = TrainStep(self.model, self.optimizer, a.max_grad_norm, compiled=a.mode == 0)
+        self.train_step = TrainStep(self.model, self.optimizer, a.max_grad_norm, compiled=a.mode == 0,
+                                    guard_overflow=scaler_kind != "none")
         self.log(f"model {source}: {sum(p.size for p in self.model.trainable_params()):,} trainable parameters"
                  f" ({frozen} of {len(layers)} decoder layers frozen), {np.dtype(_np_dtype(dtype)).name}, "
                  f"{'graph' if a.mode == 0 else 'pynative'} mode"
