@@ -5,7 +5,9 @@ Images are handled as the original's ``prepare_data.py``: RGB; resized to about 
 processor of the vision tokenizer folder (smart_resize to multiples of the spatial factor within its pixel
 bounds); then encoded, in batches of equally sized images. Inputs that cannot be used (missing or corrupt image,
 empty caption or answer) are skipped, named in the summary and in ``prepare_report.json``, and never stop the run.
-Parts already written are skipped on a rerun.
+Parts already written are skipped on a rerun. ``--data-path`` may also be the ``list/train.json`` of a folder
+prepared by the original (``feature/*.pth``) or by mindone (``feature/*.ckpt``): its token grids are converted
+as they are, without the vision tokenizer.
 """
 
 import argparse
@@ -52,8 +54,11 @@ def load_items(path):
         raise SystemExit(f"error: --data-path {path!r} does not exist") from None
     except ValueError as e:
         raise SystemExit(f"error: --data-path {path!r} is not valid JSON ({e})") from None
+    if isinstance(items, dict) and "path_list" in items:
+        return legacy_items(items, path)
     if not isinstance(items, list):
-        raise SystemExit(f"error: --data-path {path!r} must hold a JSON list of samples, got {type(items).__name__}")
+        raise SystemExit(f"error: --data-path {path!r} must hold a JSON list of samples (or be the list/train.json "
+                         f"of an original/mindone prepared folder), got {type(items).__name__}")
     if not items:
         raise SystemExit(f"error: --data-path {path!r} is an empty list: nothing to prepare")
     return items
@@ -100,6 +105,63 @@ def text_item(item, index):
 
 
 PARSERS = {"t2i": t2i_item, "vqa": vqa_item, "text": text_item}
+
+
+# ---- the original's / mindone's prepared layout: list/train.json + feature/{name}.pth|.ckpt ---------------------
+def legacy_items(listing, path):
+    """{"prefix": FEATURE_DIR, "path_list": [...]} -> items that name one feature file each."""
+    prefix = listing.get("prefix", "")
+    if not os.path.isdir(prefix):  # moved folder: feature/ beside list/
+        prefix = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "feature")
+    files = listing["path_list"]
+    if not isinstance(files, list) or not files:
+        raise SystemExit(f"error: {path!r} has an empty or invalid path_list: nothing to convert")
+    return [{"feature": os.path.join(prefix, str(f))} for f in files]
+
+
+def read_feature(path):
+    """One feature file of the original (.pth: torch.save of {"name", "images", "texts"}) or of mindone (.ckpt:
+    save_checkpoint with append_dict, + "response"; images=False for text-only) -> dict of plain values. .pth
+    files are read with torch's weights-only unpickler (numpy arrays allowed), never with full pickle."""
+    if path.endswith(".ckpt"):
+        import mindspore as ms
+
+        data = {k: (v if isinstance(v, (str, bool)) else v.asnumpy()) for k, v in ms.load_checkpoint(path).items()}
+    elif path.endswith((".pth", ".pt")):
+        try:
+            import torch
+        except ImportError:
+            raise ValueError("reading .pth features needs PyTorch (pip install torch)") from None
+        arrays = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.int64)),
+                  type(np.dtype(np.int32))]
+        with torch.serialization.safe_globals(arrays):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        data = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in data.items()}
+    else:
+        raise ValueError(f"unknown feature file type (expected .pth or .ckpt): {path}")
+    return data
+
+
+def feature_item(item, index, task):
+    path = item["feature"]
+    name = os.path.splitext(os.path.basename(path))[0]
+    if not os.path.isfile(path):
+        return name, f"feature file not found: {path}"
+    try:
+        data = read_feature(path)
+    except Exception as e:  # any unreadable file is reported and skipped, never fatal
+        return name, f"unreadable feature file {path}: {e}"
+    name = str(data.get("name", name))
+    grid = np.asarray(data.get("images", False))
+    grid = grid.reshape(grid.shape[-2:]) if grid.dtype.kind in "iu" and grid.ndim >= 2 else None
+    text, response = str(data.get("texts", "")).strip(), str(data.get("response", "")).strip()
+    if task == "t2i" and (grid is None or not text):
+        return name, "a text-to-image feature needs an image grid and a caption"
+    if task != "t2i" and (not text or not response):
+        return name, "needs non-empty texts and response"
+    if task == "vqa" and grid is None:
+        return name, "a VQA feature needs an image grid"
+    return name, text, response, grid
 
 
 def resolve_image(path, base):
@@ -178,7 +240,8 @@ def prepare(task, argv=None, default_image_area=None):
         print(f"{n_parts - len(todo)} of {n_parts} parts already prepared in {writer.out_dir}: skipped")
 
     encoder = None
-    if todo and task != "text":
+    needs_images = any(not (isinstance(i, dict) and "feature" in i) for i in items)
+    if todo and task != "text" and needs_images:
         from emu3.device import select_device
 
         select_device()
@@ -217,16 +280,18 @@ def prepare(task, argv=None, default_image_area=None):
 
 
 def _prepare_part(task, chunk, offset, base, args, encoder):
-    parse = PARSERS[task]
     records, skipped, pending = [], [], []  # pending: (slot in records, name, text, response, image)
     for i, item in enumerate(chunk):
-        parsed = parse(item, offset + i)
+        if isinstance(item, dict) and "feature" in item:
+            parsed = feature_item(item, offset + i, task)
+        else:
+            parsed = PARSERS[task](item, offset + i)
         if len(parsed) == 2:
             skipped.append({"name": parsed[0], "reason": parsed[1]})
             continue
         name, text, response, image = parsed
-        if image is None:
-            records.append(make_record(name, task, text, response))
+        if image is None or isinstance(image, np.ndarray):  # no image, or an already tokenised grid
+            records.append(make_record(name, task, text, response, image))
             continue
         try:
             pending.append((len(records), name, text, response, load_image(resolve_image(image, base),

@@ -116,3 +116,27 @@ def test_all_inputs_skipped_is_an_error_not_an_empty_dataset(tmp_path, vq_dir):
     assert result.returncode == 1 and "every sample was skipped" in result.stderr
     with pytest.raises(FileNotFoundError, match="did not finish"):
         ShardReader(str(tmp_path / "out"))
+
+
+def test_original_and_mindone_prepared_folders_are_converted(tmp_path):
+    """list/train.json + feature/*.pth (original, torch.save) and feature/*.ckpt (mindone, save_checkpoint)."""
+    import torch
+
+    feature = tmp_path / "old" / "feature"
+    feature.mkdir(parents=True)
+    grid = np.arange(6, dtype=np.int64).reshape(2, 3)
+    torch.save({"name": "a", "images": grid, "texts": "a cat"}, feature / "a.pth")
+    ms.save_checkpoint([], str(feature / "b.ckpt"),
+                       append_dict={"name": "b", "images": ms.Tensor(grid[::-1].astype(np.int32)), "texts": "a dog"})
+    (feature / "c.pth").write_bytes(b"garbage")
+    (tmp_path / "old" / "list").mkdir()
+    listing = {"prefix": "/moved/away/feature", "path_list": ["a.pth", "b.ckpt", "c.pth"]}
+    (tmp_path / "old" / "list" / "train.json").write_text(json.dumps(listing))
+    result = run("prepare_vision_data.py", "--model-path", tmp_path / "no_vq_needed", "--data-path",
+                 tmp_path / "old" / "list" / "train.json", "--output-path", tmp_path / "new")
+    assert result.returncode == 0, result.stderr
+    records = list(ShardReader(str(tmp_path / "new")).read_all())
+    assert [(r["name"], r["text"]) for r in records] == [("a", "a cat"), ("b", "a dog")]
+    np.testing.assert_array_equal(records[0]["image"].reshape(2, 3), grid)
+    np.testing.assert_array_equal(records[1]["image"].reshape(2, 3), grid[::-1])
+    assert "c: unreadable feature file" in result.stdout
