@@ -8,7 +8,6 @@ peak host memory stays near the size of the model in its target dtype.
 
 import json
 import os
-import tempfile
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -18,6 +17,7 @@ import mindspore as ms
 from mindspore import Tensor
 
 from .arrays import to_numpy
+from .atomic import atomic_path
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -132,11 +132,5 @@ def save_checkpoint(model, directory, rename=None, metadata=None):
     rename = rename or (lambda name: name)
     os.makedirs(directory, exist_ok=True)
     tensors = {rename(name): np.array(to_numpy(p), order="C") for name, p in model.parameters_and_names()}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(os.path.join(directory, SINGLE_FILE)) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})})
-        os.replace(tmp, os.path.join(directory, SINGLE_FILE))
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

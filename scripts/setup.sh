@@ -11,4 +11,10 @@ PYTHON="${PYTHON:-python3}"
 # dashscope ships the real Qwen BPE ranks (resources/qwen.tiktoken); only that data file is used, so its many
 # service dependencies are skipped.
 .venv/bin/python -m pip install --quiet --no-deps "dashscope==2.0.2"
+# Make the repository importable by the venv's python from any directory (`import emu3`, `import train`).
+"$(pwd)/.venv/bin/python" - <<'PY'
+import os, sysconfig
+with open(os.path.join(sysconfig.get_paths()["purelib"], "emu3-mindspore.pth"), "w") as f:
+    f.write(os.getcwd() + "\n")
+PY
 .venv/bin/python -c "import mindspore, numpy, torch, transformers; print('setup ok: mindspore', mindspore.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"

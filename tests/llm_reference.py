@@ -14,6 +14,10 @@ from transformers import Emu3TextConfig
 from emu3.mllm.hf_compat import hf_text_config_kwargs
 
 
+# Image-token ids inside a small test vocabulary (the released ones, 151846+, need the 184,622-token vocabulary).
+SMALL_VOCAB_IMAGE_IDS = dict(img_token_id=3, boi_token_id=4, eoi_token_id=5, eol_token_id=6, eof_token_id=7)
+
+
 def hf_config(config, attn_implementation="eager"):
     hf = Emu3TextConfig(**hf_text_config_kwargs(config))
     hf._attn_implementation = attn_implementation

@@ -88,7 +88,8 @@ def test_benchmark_rejects_bad_resolution():
 
 TINY_LLM = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                attention_dropout=0.0)
+                attention_dropout=0.0, img_token_id=3, boi_token_id=4, eoi_token_id=5, eol_token_id=6,
+                eof_token_id=7)
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +115,16 @@ def test_benchmark_load_reports_peak_memory(tiny_llm_config):
     rows = benchmark.main(["load", "--config", tiny_llm_config])
     assert [r["target dtype"] for r in rows] == ["fp32", "fp16"]
     assert all(float(r["peak RSS growth MiB"]) >= 0 for r in rows)
+
+
+def test_the_venv_imports_emu3_from_any_directory(tmp_path):
+    """The README's snippets run with .venv/bin/python from wherever the user is (scripts/setup.sh adds a .pth)."""
+    import subprocess
+    import sys
+
+    code = "import emu3, emu3.mllm, train.sequences; print(emu3.__file__)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert result.returncode == 0, result.stderr
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert result.stdout.strip().startswith(os.path.join(repo, "emu3"))

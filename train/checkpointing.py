@@ -18,6 +18,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from emu3.arrays import to_numpy
+from emu3.atomic import atomic_path
 from emu3.checkpoint import SINGLE_FILE, checkpoint_files, read_header
 
 STATE_FILE = "trainer_state.json"
@@ -52,15 +53,8 @@ def write_model(directory, weights, config, tokenizer):
     """config.json, model.safetensors (fp32, released names) and the tokenizer files into ``directory``."""
     config.save_pretrained(directory)
     tensors = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in _numpy_tensors(weights).items()}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(os.path.join(directory, SINGLE_FILE)) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(directory, SINGLE_FILE))
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     tokenizer.save_pretrained(directory)
 
 

@@ -24,6 +24,8 @@ import tempfile
 
 import numpy as np
 
+from emu3.atomic import atomic_write_json
+
 INFO_FILE = "dataset_info.json"
 FORMAT = "emu3-token-shards"
 FORMAT_VERSION = 1
@@ -104,11 +106,13 @@ class ShardWriter:
                     os.chmod(name, 0o644)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        _write_json(self.meta_path(index), {"samples": len(records), "skipped": list(skipped)})
+        atomic_write_json(self.meta_path(index), {"samples": len(records), "skipped": list(skipped)}, indent=2,
+                          ensure_ascii=False)
 
     def finish(self, info):
         """Write ``dataset_info.json`` (atomically) once every part is done."""
-        _write_json(os.path.join(self.out_dir, INFO_FILE), {"format": FORMAT, "version": FORMAT_VERSION, **info})
+        atomic_write_json(os.path.join(self.out_dir, INFO_FILE), {"format": FORMAT, "version": FORMAT_VERSION, **info},
+                          indent=2, ensure_ascii=False)
 
 
 class ShardReader:
@@ -160,15 +164,3 @@ def _plain(value):
         return value.item().decode("utf-8")
     return value
 
-
-def _write_json(path, data):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

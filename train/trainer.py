@@ -16,6 +16,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor
 
+from emu3.atomic import atomic_path
 from emu3.device import is_ascend, select_device
 from emu3.mllm import Emu3Config, Emu3ForCausalLM, Emu3Tokenizer
 from emu3.nn.precision import PrecisionPolicy, apply_precision
@@ -312,10 +313,9 @@ def plot_losses(output_dir):
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = os.path.join(output_dir, ".loss.png.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
+    with atomic_path(os.path.join(output_dir, PLOT_FILE)) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, os.path.join(output_dir, PLOT_FILE))
 
 
 def _np_dtype(dtype):

@@ -7,8 +7,17 @@ Special token ids live here because the released ``config.json`` files carry the
 from ..configuration_utils import PretrainedConfig
 
 
+_INT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "max_position_embeddings", "pad_token_id", "bos_token_id", "eos_token_id",
+               "img_token_id", "boi_token_id", "eoi_token_id", "eol_token_id", "eof_token_id", "image_area")
+_SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "img_token_id", "boi_token_id", "eoi_token_id",
+                "eol_token_id", "eof_token_id")
+
+
 class Emu3Config(PretrainedConfig):
     model_type = "Emu3"
+    field_types = {**{name: int for name in _INT_FIELDS}, "rms_norm_eps": float, "rope_theta": float,
+                   "attention_dropout": float, "initializer_range": float, "hidden_act": str}
 
     def __init__(
         self,
@@ -75,7 +84,14 @@ class Emu3Config(PretrainedConfig):
         return self.hidden_size // self.num_attention_heads
 
     def _validate(self):
-        problems = []
+        problems = self.type_problems()
+        if problems:  # the checks below would fail on the wrong types with a confusing message
+            raise ValueError("invalid Emu3Config: " + "; ".join(problems))
+        # An id outside the vocabulary fails much later as an opaque Gather error inside the model.
+        outside = [f"{name}={getattr(self, name)}" for name in _SPECIAL_IDS
+                   if getattr(self, name) is not None and not 0 <= getattr(self, name) < self.vocab_size]
+        if outside:
+            problems.append(f"special token ids must lie in [0, vocab_size={self.vocab_size}): {', '.join(outside)}")
         if self.hidden_size % self.num_attention_heads:
             problems.append(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                             f"({self.num_attention_heads})")

@@ -30,6 +30,7 @@ max_new_tokens, mode)``; ``generate`` calls it before the first step.
 
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -177,6 +178,12 @@ class TopPLogitsWarper(LogitsProcessor):
 
 def sampling_warpers(temperature=1.0, top_k=None, top_p=None):
     """The warpers ``generate(do_sample=True)`` appends, in transformers' order."""
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 0):
+        raise ValueError(f"top_k must be a whole number >= 0 (0 = off), got {top_k!r}")
+    if top_p is not None and not (0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p!r}")
     warpers = LogitsProcessorList()
     if temperature is not None and temperature != 1.0:
         warpers.append(TemperatureLogitsWarper(float(temperature)))
@@ -185,6 +192,46 @@ def sampling_warpers(temperature=1.0, top_k=None, top_p=None):
     if top_p is not None and top_p < 1.0:
         warpers.append(TopPLogitsWarper(top_p))
     return warpers
+
+
+def _checked_ids(ids, vocab_size, name):
+    """Integer ids in [0, vocab_size), as int64; anything else is a ValueError naming what was wrong."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integer token ids, got dtype {ids.dtype}")
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise ValueError(f"{name} must lie in [0, {vocab_size}) (the model's vocabulary), got values in "
+                         f"[{ids.min()}, {ids.max()}]")
+    return ids.astype(np.int64)
+
+
+def _checked_mask(mask):
+    """A left-padded 0/1 attention mask with at least one token per row."""
+    mask = np.asarray(mask)
+    if mask.dtype.kind not in "iub" or not np.isin(mask, (0, 1)).all():
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+    mask = mask.astype(np.int64)
+    rows = mask.reshape(-1, mask.shape[-1]) if mask.ndim else mask.reshape(1, 1)
+    if not rows.any(axis=-1).all():
+        raise ValueError("attention_mask has a row without any token (all zeros); drop that prompt")
+    if (np.diff(rows, axis=-1) < 0).any():
+        raise ValueError("attention_mask is right-padded (a 0 after a 1): generation appends after the last "
+                         "position, so pad prompts on the left (Emu3Tokenizer(..., padding_side='left'))")
+    return mask
+
+
+def _fit_positions(prompt_len, max_new_tokens, max_positions):
+    """Cap ``max_new_tokens`` at the model's positions (the original scripts pass 40960 and rely on eos), with a
+    warning; a prompt that already fills them is an error."""
+    if max_positions is None or prompt_len + max_new_tokens <= max_positions:
+        return max_new_tokens
+    if prompt_len >= max_positions:
+        raise ValueError(f"the prompt has {prompt_len} tokens, as many as the model's max_position_embeddings "
+                         f"({max_positions}): nothing can be generated; shorten the prompt")
+    warnings.warn(f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+                  f"max_position_embeddings ({max_positions}); generating at most {max_positions - prompt_len} "
+                  "new tokens", stacklevel=3)
+    return max_positions - prompt_len
 
 
 # ---- running the model over a static cache -----------------------------------------------------------------------
@@ -439,15 +486,18 @@ class GenerationMixin:
         - ``cache_length``: initial KV-cache slots (default ``initial_cache_length``); the cache doubles when full.
         """
         config = self.config
-        ids = _numpy(input_ids).astype(np.int64)
+        ids = _checked_ids(_numpy(input_ids), config.vocab_size, "input_ids")
         if ids.ndim == 1:
             ids = ids[None]
         batch_size, prompt_len = ids.shape
-        mask = np.ones_like(ids) if attention_mask is None else _numpy(attention_mask).astype(np.int64)
+        mask = np.ones_like(ids) if attention_mask is None else _checked_mask(_numpy(attention_mask))
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask {mask.shape} does not match input_ids {ids.shape}")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if guidance_scale is not None and not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+        max_new_tokens = _fit_positions(prompt_len, max_new_tokens, config.max_position_embeddings)
         eos = _token_list(config.eos_token_id if eos_token_id is None else eos_token_id)
         if pad_token_id is None:
             pad_token_id = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else None)

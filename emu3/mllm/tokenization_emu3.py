@@ -17,7 +17,6 @@ import collections
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -25,6 +24,7 @@ import numpy as np
 import tiktoken
 
 from ..arrays import to_numpy
+from ..atomic import atomic_write
 from ..batch import BatchEncoding
 from .special_tokens import (
     BOI_TOKEN,
@@ -105,22 +105,6 @@ def load_special_tokens_file(path) -> List[str]:
     _require_file(path, "special-tokens file (emu3_vision_tokens.txt)")
     with open(path, "r", encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
-
-
-def atomic_write(path, data: Union[str, bytes]):
-    """Write ``data`` to ``path`` via a temp file in the same folder + ``os.replace``: readers never see half a file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; make it like any other written file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _token_content(value):

@@ -7,6 +7,9 @@ from ..configuration_utils import PretrainedConfig
 
 class Emu3VisionVQConfig(PretrainedConfig):
     model_type = "Emu3VisionVQ"
+    field_types = {"codebook_size": int, "embed_dim": int, "z_channels": int, "double_z": bool, "in_channels": int,
+                   "out_channels": int, "temporal_downsample_factor": int, "ch": int, "ch_mult": list,
+                   "num_res_blocks": int, "attn_resolutions": list, "dropout": float}
 
     def __init__(
         self,
@@ -41,7 +44,9 @@ class Emu3VisionVQConfig(PretrainedConfig):
         self._validate()
 
     def _validate(self):
-        problems = []
+        problems = self.type_problems()
+        if problems:
+            raise ValueError("invalid Emu3VisionVQConfig: " + "; ".join(problems))
         if self.embed_dim != self.z_channels:
             # The decoder runs z and zq through the same temporal blocks, stacked on the batch axis.
             problems.append(f"embed_dim ({self.embed_dim}) must equal z_channels ({self.z_channels})")

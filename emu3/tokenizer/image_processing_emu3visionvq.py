@@ -15,13 +15,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 from typing import Dict, List, Optional, Union
 
 import numpy as np
 from PIL import Image
 
 from ..arrays import to_numpy
+from ..atomic import atomic_write_json
 from ..batch import BatchFeature
 
 
@@ -207,17 +207,7 @@ class Emu3VisionVQImageProcessor:
         os.makedirs(save_directory, exist_ok=True)
         config_file = os.path.join(save_directory, PREPROCESSOR_CONFIG_NAME)
 
-        # Write to a temporary file and rename, so an interrupted save never leaves a truncated config behind.
-        fd, tmp_file = tempfile.mkstemp(dir=save_directory, prefix=".preprocessor_config.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp_file, config_file)
-        except BaseException:
-            if os.path.exists(tmp_file):
-                os.remove(tmp_file)
-            raise
+        atomic_write_json(config_file, self.to_dict(), indent=2, sort_keys=True)
         return [config_file]
 
     # ------------------------------------------------------------------------------------------------------------

@@ -404,6 +404,10 @@ class Emu3VisionVQModel(PreTrainedModel):
         if len(shape) == 5 and shape[1] % temporal:
             raise ValueError(f"a video needs a multiple of {temporal} frames, got {shape[1]}; "
                              f"drop or repeat frames to reach a multiple of {temporal}")
+        # NaN/inf would quantise to code 0 everywhere without a word: one reduction is cheap next to the encoder.
+        if not bool(ms.ops.isfinite(pixel_values).all()):
+            raise ValueError("pixel_values contain NaN or inf; check the image loading / normalisation (pixels "
+                             "from Emu3VisionVQImageProcessor lie in [-1, 1])")
 
     def _check_codes(self, codes):
         if not isinstance(codes, ms.Tensor):

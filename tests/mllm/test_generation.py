@@ -32,7 +32,8 @@ IMAGE_TOKENS = H * (W + 1) + 3
 def tiny_config(**overrides):
     kwargs = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=128, pad_token_id=PAD, bos_token_id=BOS,
-                  eos_token_id=EOS, attention_dropout=0.1)
+                  eos_token_id=EOS, attention_dropout=0.1, img_token_id=IMG, boi_token_id=BOI, eoi_token_id=EOI,
+                  eol_token_id=EOL, eof_token_id=EOF)
     kwargs.update(overrides)
     return Emu3Config(**kwargs)
 
@@ -348,3 +349,33 @@ def test_cache_grows_when_generation_outlasts_it(pair, rng, mode):
     ref = oracle_generate(oracle, ids, mask, max_new_tokens=9)
     ours = model.generate(ids, mask, max_new_tokens=9, mode=mode, cache_length=8)  # 8 -> 16 slots
     np.testing.assert_array_equal(ours.asnumpy(), ref)
+
+
+# ---- bad input is refused before any work (issue: "no silent wrong results") --------------------------------------
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(input_ids=np.array([[5, -1, 7]])), r"must lie in \[0, 300\)"),
+    (dict(input_ids=np.array([[5, 300, 7]])), r"must lie in \[0, 300\)"),
+    (dict(input_ids=np.array([[5.0, 6.0, 7.0]])), "integer token ids"),
+    (dict(attention_mask=np.array([[1, 2, 1]])), "only 0 .padding. and 1"),
+    (dict(attention_mask=np.array([[1, 1, 0]])), "right-padded"),
+    (dict(attention_mask=np.array([[0, 0, 0]])), "without any token"),
+    (dict(do_sample=True, top_p=1.5), r"top_p must be in \(0, 1\]"),
+    (dict(do_sample=True, temperature=0.0), "temperature must be"),
+    (dict(guidance_scale=float("nan"), negative_prompt_ids=np.array([[5, 6, 7]])), "guidance_scale must be"),
+])
+def test_generate_refuses_bad_input(pair, kwargs, message):
+    model = pair[0]
+    call = dict(input_ids=np.array([[5, 6, 7]]), max_new_tokens=2)
+    call.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        model.generate(**call)
+
+
+def test_generate_stops_at_the_models_positions(pair):
+    model = pair[0]
+    prompt = np.arange(20, 140)[None] % 250 + 20  # 120 tokens of a 128-position model
+    with pytest.warns(UserWarning, match="generating at most 8 new tokens"):
+        out = model.generate(prompt, max_new_tokens=100, eos_token_id=[], mode="pynative")
+    assert out.shape[1] == 128
+    with pytest.raises(ValueError, match="as many as the model's max_position_embeddings"):
+        model.generate(np.full((1, 128), 20), max_new_tokens=1)

@@ -19,7 +19,7 @@ from emu3.mllm.configuration_emu3 import Emu3Config
 from emu3.mllm.modeling_emu3 import Emu3CachedStep, Emu3ForCausalLM, position_ids_from_attention_mask
 from emu3.nn import PrecisionPolicy, apply_precision
 from emu3.nn.rms_norm import RMSNorm
-from llm_reference import make_reference, reference_forward
+from llm_reference import SMALL_VOCAB_IMAGE_IDS, make_reference, reference_forward
 
 ATOL = 1e-4
 
@@ -27,7 +27,7 @@ ATOL = 1e-4
 def tiny_config(**overrides):
     kwargs = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, bos_token_id=1,
-                  eos_token_id=2, attention_dropout=0.1)
+                  eos_token_id=2, attention_dropout=0.1, **SMALL_VOCAB_IMAGE_IDS)
     kwargs.update(overrides)
     return Emu3Config(**kwargs)
 

@@ -15,7 +15,7 @@ from mindspore import Tensor
 
 from emu3.mllm.configuration_emu3 import Emu3Config
 from emu3.mllm.modeling_emu3 import Emu3ForCausalLM
-from llm_reference import make_reference
+from llm_reference import SMALL_VOCAB_IMAGE_IDS, make_reference
 
 PAD = 0
 
@@ -25,7 +25,8 @@ def pair(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("emu3_llm_train"))
     config = Emu3Config(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                        pad_token_id=PAD, bos_token_id=1, eos_token_id=2, attention_dropout=0.0)
+                        pad_token_id=PAD, bos_token_id=1, eos_token_id=2, attention_dropout=0.0,
+                        **SMALL_VOCAB_IMAGE_IDS)
     oracle = make_reference(config, directory, seed=3)
     return directory, oracle
 

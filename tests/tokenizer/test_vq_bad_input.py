@@ -48,6 +48,15 @@ def test_video_of_five_frames_is_refused(saved):
         model.encode(ms.Tensor(np.zeros((1, 5, 3, 8, 8), np.float32)))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_are_refused(saved, bad):
+    model, _ = saved
+    pixels = np.zeros((1, 3, 8, 8), np.float32)
+    pixels[0, 1, 2, 3] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model.encode(ms.Tensor(pixels))
+
+
 @pytest.mark.parametrize("bad", [-1, 64, 10**6])
 def test_codes_outside_the_codebook_are_refused(saved, bad):
     model, _ = saved

@@ -3,7 +3,6 @@ tokenizer (spatial factor 8) saved as a folder, a tiny LLM folder (released toke
 T2I / VQA / text inputs with generated pictures."""
 
 import json
-import os
 
 import numpy as np
 import pytest

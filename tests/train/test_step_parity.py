@@ -15,7 +15,7 @@ import mindspore as ms
 
 from emu3.mllm.configuration_emu3 import Emu3Config
 from emu3.mllm.modeling_emu3 import Emu3ForCausalLM
-from llm_reference import make_reference
+from llm_reference import SMALL_VOCAB_IMAGE_IDS, make_reference
 from train.data import next_token_targets
 from train.optim import AdamW, decays, learning_rates
 from train.step import TrainStep
@@ -29,7 +29,8 @@ def reference(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("train_parity"))
     config = Emu3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                        pad_token_id=0, bos_token_id=1, eos_token_id=2, attention_dropout=0.0)
+                        pad_token_id=0, bos_token_id=1, eos_token_id=2, attention_dropout=0.0,
+                        **SMALL_VOCAB_IMAGE_IDS)
     oracle = make_reference(config, directory, seed=11)
     return directory, oracle
 
