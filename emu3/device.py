@@ -86,12 +86,15 @@ def operator_fusion() -> bool:
     return setting == "1" or PASSIVE_OPENMP
 
 
-def kernel_cache_dir() -> str:
-    """Where fused kernels are compiled to and reloaded from across runs: ``$EMU3_CACHE_DIR/kernels``
-    (default ``$XDG_CACHE_HOME/emu3-mindspore`` or ``~/.cache/emu3-mindspore``)."""
-    root = os.environ.get("EMU3_CACHE_DIR") or os.path.join(
+def cache_root() -> str:
+    """``$EMU3_CACHE_DIR``, default ``$XDG_CACHE_HOME/emu3-mindspore`` or ``~/.cache/emu3-mindspore``."""
+    return os.environ.get("EMU3_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "emu3-mindspore")
-    return os.path.join(root, "kernels")
+
+
+def kernel_cache_dir() -> str:
+    """Where fused kernels are compiled to and reloaded from across runs: ``cache_root()/kernels``."""
+    return os.path.join(cache_root(), "kernels")
 
 
 # AKG's generated transposes returned garbage (NaN) in the vision tokenizer's decode graph (a 64x64 image; see

@@ -51,6 +51,34 @@ def test_image(size=512, seed=0):
     return Image.fromarray((255 * image).astype(np.uint8))
 
 
+# ---- checks shared by the scripts: run before any model is loaded (real checkpoints take minutes to load) ----
+def check_folder(flag, path):
+    if path and not os.path.isdir(path):
+        raise SystemExit(f"error: {flag} {path!r} is not a folder")
+
+
+def check_output_dir(flag, path):
+    """The folder exists or can be created, and is writable."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise SystemExit(f"error: {flag} {path!r} is a file, not a folder; pass a folder for the results")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(os.path.abspath(parent))
+    if not os.access(parent, os.W_OK):
+        raise SystemExit(f"error: {flag} {path!r} is not writable")
+
+
+def open_image(path, flag="--image"):
+    """An RGB PIL image, or a one-line error naming the file."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: {flag} {path!r} does not exist")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise SystemExit(f"error: {flag} {path!r} is not a readable image ({e})") from None
+
+
 def load_frames(args):
     if args.video_dir:
         if not os.path.isdir(args.video_dir):
@@ -58,11 +86,9 @@ def load_frames(args):
         names = sorted(n for n in os.listdir(args.video_dir) if n.lower().endswith(IMAGE_SUFFIXES))
         if not names:
             raise SystemExit(f"error: no image files ({', '.join(IMAGE_SUFFIXES)}) in {args.video_dir!r}")
-        return [Image.open(os.path.join(args.video_dir, n)) for n in names], True
+        return [open_image(os.path.join(args.video_dir, n), "--video-dir frame") for n in names], True
     if args.image:
-        if not os.path.isfile(args.image):
-            raise SystemExit(f"error: --image {args.image!r} does not exist")
-        return [Image.open(args.image)], False
+        return [open_image(args.image)], False
     return [test_image(seed=args.seed)], False
 
 
@@ -102,6 +128,8 @@ def main(argv=None):
     from emu3.metrics import psnr, ssim
     import mindspore as ms
 
+    check_folder("--model-path", args.model_path)
+    check_output_dir("--output-dir", args.output_dir)
     frames, is_video = load_frames(args)
     model, processor = load_model(args)
     temporal = model.config.temporal_downsample_factor

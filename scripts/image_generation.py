@@ -18,6 +18,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import emu3  # noqa: E402,F401  (before MindSpore loads: see emu3/_openmp.py)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from autoencode import check_folder, check_output_dir  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VQ_CONFIG = os.path.join(REPO, "configs", "vision_tokenizer", "small.json")
 
@@ -71,6 +74,27 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def check_model_paths(args):
+    for flag in ("model_path", "vq_path", "tokenizer_path"):
+        check_folder(f"--{flag.replace('_', '-')}", getattr(args, flag))
+
+
+def default_tokenizer_dir():
+    """Without model or tokenizer paths: the released tokenizer files, built once into the cache from
+    dashscope's Qwen vocabulary (what the random-weight models use)."""
+    from emu3.device import cache_root
+    from emu3.mllm.tokenizer_files import build_tokenizer_files
+
+    folder = os.path.join(cache_root(), "tokenizer")
+    if not os.path.isfile(os.path.join(folder, "emu3_vision_tokens.txt")):
+        try:
+            build_tokenizer_files(folder)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise SystemExit(f"error: no tokenizer: {e}\n{TOKENIZER_HINT}") from None
+        print(f"built the Emu3 tokenizer files into {folder}")
+    return folder
+
+
 def load_components(args, padding_side="left"):
     """(model, processor) from the paths in args, with random weights where a path is missing."""
     import mindspore as ms
@@ -78,13 +102,8 @@ def load_components(args, padding_side="left"):
     from autoencode import load_vision_tokenizer
     from emu3.mllm import Emu3Config, Emu3ForCausalLM, Emu3Processor, Emu3Tokenizer
 
-    for flag in ("model_path", "vq_path", "tokenizer_path"):
-        path = getattr(args, flag)
-        if path and not os.path.isdir(path):
-            raise SystemExit(f"error: --{flag.replace('_', '-')} {path!r} is not a folder")
-    tokenizer_path = args.tokenizer_path or args.model_path
-    if not tokenizer_path:
-        raise SystemExit(f"error: no tokenizer: {TOKENIZER_HINT}")
+    check_model_paths(args)
+    tokenizer_path = args.tokenizer_path or args.model_path or default_tokenizer_dir()
     try:
         tokenizer = Emu3Tokenizer.from_pretrained(tokenizer_path, padding_side=padding_side)
     except FileNotFoundError as e:
@@ -115,6 +134,8 @@ def main(argv=None):
     from emu3.mllm.processing_emu3 import image_token_budget
 
     prompts = args.prompt or [DEFAULT_PROMPT]
+    check_model_paths(args)
+    check_output_dir("--output-dir", args.output_dir)
     model, processor = load_components(args)
     image_area = args.image_area or getattr(model.config, "image_area", None) or 720 * 720
     try:

@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import emu3  # noqa: E402,F401  (before MindSpore loads: see emu3/_openmp.py)
 
-from image_generation import add_model_args, load_components  # noqa: E402
+from autoencode import check_output_dir, open_image  # noqa: E402
+from image_generation import add_model_args, check_model_paths, load_components  # noqa: E402
 
 DEFAULT_PROMPT = "Please describe the image"
 STAGE1_CHAT_TEMPLATE = "{image_prompt}{text_prompt}"
@@ -51,18 +52,16 @@ def test_image(size=384, seed=0):
 def load_images(args):
     if not args.image:
         return [test_image(seed=args.seed)]
-    images = []
-    for path in args.image:
-        if not os.path.isfile(path):
-            raise SystemExit(f"error: --image {path!r} does not exist")
-        images.append(Image.open(path).convert("RGB"))
-    return images
+    return [open_image(path) for path in args.image]
 
 
 def main(argv=None):
     args = parse_args(argv)
     from emu3.device import device_target
 
+    check_model_paths(args)
+    if args.output_dir:
+        check_output_dir("--output-dir", args.output_dir)
     images = load_images(args)
     prompts = args.prompt or [DEFAULT_PROMPT]
     if len(prompts) == 1:
@@ -99,6 +98,9 @@ def main(argv=None):
         with open(os.path.join(args.output_dir, "answers.txt"), "w", encoding="utf-8") as f:
             for prompt, answer in zip(prompts, answers):
                 f.write(f"Q: {prompt}\nA: {answer}\n\n")
+        print(f"answers saved to {os.path.abspath(os.path.join(args.output_dir, 'answers.txt'))}")
+    else:
+        print("answers not saved (pass --output-dir, or OUTPUT_DIR to scripts/infer_vqa.sh, to keep them)")
     return answers
 
 

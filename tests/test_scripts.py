@@ -128,3 +128,54 @@ def test_the_venv_imports_emu3_from_any_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     assert result.stdout.strip().startswith(os.path.join(repo, "emu3"))
+
+
+# ---- the README's commands as a new user runs them; checks before any model is loaded ------------------------------
+def _run(cmd, tmp_path, **env):
+    import subprocess
+
+    full_env = dict(os.environ, GLOG_v="3", EMU3_CACHE_DIR=str(tmp_path / "cache"), **env)
+    full_env.pop("PYTHONPATH", None)
+    python = [sys.executable] if cmd[0].endswith(".py") else ["bash"]
+    return subprocess.run(python + [os.path.join(REPO, "scripts", cmd[0]), *cmd[1:]], capture_output=True,
+                          text=True, env=dict(full_env, PYTHON=sys.executable), timeout=600, cwd=tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["infer_img_gen.sh", "infer_vqa.sh"])
+def test_inference_scripts_run_without_paths(tmp_path, script):
+    """No MODEL_PATH/VQ_PATH/TOKENIZER_PATH: random weights and the tokenizer files built into the cache."""
+    result = _run([script], tmp_path, OUTPUT_DIR=str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RANDOM weights" in result.stdout and "built the Emu3 tokenizer files" in result.stdout
+    if script == "infer_img_gen.sh":
+        assert list((tmp_path / "out").glob("*.png"))
+    else:
+        assert "answers saved to" in result.stdout and (tmp_path / "out" / "answers.txt").is_file()
+
+
+@pytest.mark.parametrize("cmd", [
+    ["image_generation.py", "--output-dir", "{file}"],
+    ["multimodal_understanding.py", "--output-dir", "{file}"],
+    ["autoencode.py", "--output-dir", "{file}"],
+])
+def test_output_dir_that_is_a_file_fails_before_loading(tmp_path, cmd):
+    (tmp_path / "afile").write_text("x")
+    result = _run([c.format(file=tmp_path / "afile") for c in cmd], tmp_path)
+    assert result.returncode != 0 and "is a file, not a folder" in result.stderr
+    assert "RANDOM weights" not in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("script", ["multimodal_understanding.py", "autoencode.py"])
+def test_a_text_file_named_png_is_a_one_line_error(tmp_path, script):
+    (tmp_path / "fake.png").write_text("not a picture")
+    result = _run([script, "--image", str(tmp_path / "fake.png")], tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "fake.png" in result.stderr and "not a readable image" in result.stderr
+
+
+@pytest.mark.parametrize("script", ["autoencode.py", "image_generation.py", "multimodal_understanding.py"])
+def test_missing_model_folder_is_the_same_error_everywhere(tmp_path, script):
+    result = _run([script, "--model-path", "/nope"], tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "error: --model-path '/nope' is not a folder" in result.stderr
