@@ -21,10 +21,16 @@ _selected = None
 
 
 def _ascend_available() -> bool:
+    # On a machine without Ascend the query itself logs three warnings about missing plugin libraries: the
+    # answer is what we want, so they are muted.
+    logger = ms_log._get_logger()  # pylint: disable=protected-access
+    muted, logger.disabled = logger.disabled, True
     try:
         return bool(ms.device_context.ascend.is_available())
     except Exception:  # older or CPU-only builds may not expose the query at all
         return False
+    finally:
+        logger.disabled = muted
 
 
 def select_device(target: str = None) -> str:

@@ -68,6 +68,16 @@ def check_output_dir(flag, path):
         raise SystemExit(f"error: {flag} {path!r} is not writable")
 
 
+def check_dtype(dtype):
+    """bf16 is refused up front on CPU (one sentence, not a compiler trace)."""
+    if dtype == "bf16":
+        from emu3.device import is_ascend
+
+        if not is_ascend():
+            raise SystemExit("error: --dtype bf16 needs an Ascend device (MindSpore's CPU kernels have no bf16); "
+                             "use fp32 (the CPU default) or fp16")
+
+
 def open_image(path, flag="--image"):
     """An RGB PIL image, or a one-line error naming the file."""
     if not os.path.isfile(path):
@@ -130,6 +140,7 @@ def main(argv=None):
 
     check_folder("--model-path", args.model_path)
     check_output_dir("--output-dir", args.output_dir)
+    check_dtype(args.dtype)
     frames, is_video = load_frames(args)
     model, processor = load_model(args)
     temporal = model.config.temporal_downsample_factor

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import emu3  # noqa: E402,F401  (before MindSpore loads: see emu3/_openmp.py)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from autoencode import check_folder, check_output_dir  # noqa: E402
+from autoencode import check_dtype, check_folder, check_output_dir  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VQ_CONFIG = os.path.join(REPO, "configs", "vision_tokenizer", "small.json")
@@ -75,8 +75,10 @@ def parse_args(argv=None):
 
 
 def check_model_paths(args):
+    """Paths and dtype, before any model is loaded."""
     for flag in ("model_path", "vq_path", "tokenizer_path"):
         check_folder(f"--{flag.replace('_', '-')}", getattr(args, flag))
+    check_dtype(args.dtype)
 
 
 def default_tokenizer_dir():

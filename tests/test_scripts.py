@@ -179,3 +179,18 @@ def test_missing_model_folder_is_the_same_error_everywhere(tmp_path, script):
     result = _run([script, "--model-path", "/nope"], tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "error: --model-path '/nope' is not a folder" in result.stderr
+
+
+@pytest.mark.parametrize("script", ["autoencode.py", "image_generation.py", "multimodal_understanding.py"])
+def test_bf16_on_cpu_is_refused_up_front(tmp_path, script):
+    result = _run([script, "--dtype", "bf16"], tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "bf16 needs an Ascend device" in result.stderr and "fp16" in result.stderr
+    assert not (tmp_path / "rank_0").exists(), "no compiler dumps in the user's directory"
+
+
+def test_bf16_model_on_cpu_is_refused_by_the_api():
+    from emu3.nn.precision import PrecisionPolicy
+
+    with pytest.raises(ValueError, match="bf16 needs an Ascend device"):
+        PrecisionPolicy.for_device("bf16")

@@ -194,6 +194,10 @@ def sampling_warpers(temperature=1.0, top_k=None, top_p=None):
     return warpers
 
 
+# Default of generate(mode=None): graph mode for longer generations (see generate).
+GRAPH_MODE_FROM_TOKENS = 32
+
+
 def _checked_ids(ids, vocab_size, name):
     """Integer ids in [0, vocab_size), as int64; anything else is a ValueError naming what was wrong."""
     ids = np.asarray(ids)
@@ -455,7 +459,7 @@ class GenerationMixin:
     generation_steps_kept = 1
 
     def generate(self, input_ids, attention_mask=None, logits_processor=None, max_new_tokens=20, do_sample=False,
-                 top_k=None, top_p=None, temperature=1.0, eos_token_id=None, pad_token_id=None, mode="pynative",
+                 top_k=None, top_p=None, temperature=1.0, eos_token_id=None, pad_token_id=None, mode=None,
                  progress=None, negative_prompt_ids=None, negative_prompt_attention_mask=None,
                  guidance_scale=None, seed=None, generator=None, cache_length=None, prefix_allowed_tokens_fn=None):
         """Greedy or sampled continuation of left-padded prompts; returns prompt + new tokens, int64 (B, S + n).
@@ -473,7 +477,8 @@ class GenerationMixin:
           gets ``pad_token_id`` (default the config's, else the first eos) from then on; generation stops when
           every row is finished or after ``max_new_tokens``.
         - ``mode``: "graph" runs each forward as a compiled graph (one for the prefill, one for all decode steps);
-          "pynative" runs the same cell op by op.
+          "pynative" runs the same cell op by op; default: graph for more than 32 new tokens (an image is
+          thousands; compiling costs about as much as a few dozen op-by-op steps), else pynative.
         - Batched classifier-free guidance: ``negative_prompt_ids`` (B or 1, S') with
           ``negative_prompt_attention_mask`` and ``guidance_scale``: conditional and unconditional prompts are
           left-padded to a common length and run as one batch of 2B rows, one forward per step; the scores of row
@@ -498,6 +503,8 @@ class GenerationMixin:
         if guidance_scale is not None and not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         max_new_tokens = _fit_positions(prompt_len, max_new_tokens, config.max_position_embeddings)
+        if mode is None:  # compiling costs about as much as a few dozen op-by-op steps
+            mode = "graph" if max_new_tokens > GRAPH_MODE_FROM_TOKENS else "pynative"
         eos = _token_list(config.eos_token_id if eos_token_id is None else eos_token_id)
         if pad_token_id is None:
             pad_token_id = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else None)

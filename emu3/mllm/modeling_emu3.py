@@ -345,7 +345,9 @@ class Emu3CachedStep(nn.Cell):
         self.cache = cache
 
     def construct(self, input_ids, attention_mask, position_ids, cache_position):
-        _, logits, _ = self.model(input_ids, attention_mask, position_ids, self.cache, None, None, None,
-                                  cache_position, 1)
+        # Only the logits are taken: unpacking the unused outputs leaves getitem nodes of the cache-writing call
+        # that MindSpore's analyzer prunes with a "side effect nodes were eliminated" warning (the writes stay).
+        logits = self.model(input_ids, attention_mask, position_ids, self.cache, None, None, None,
+                            cache_position, 1)[1]
         # (B, 1, V) -> (B, V) by reshape: a StridedSlice over a vocabulary-wide row costs ~0.8 ms on CPU.
         return logits.reshape(logits.shape[0], logits.shape[2])

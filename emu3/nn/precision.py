@@ -34,6 +34,16 @@ class PrecisionPolicy:
     def for_device(cls, dtype=None):
         """How users run the released models: bf16 with fp16 Conv3d on Ascend, fp32 on CPU (no bf16 kernels)."""
         dtype = parse_dtype(dtype) if dtype is not None else (ms.bfloat16 if is_ascend() else ms.float32)
+        if dtype == ms.bfloat16 and not is_ascend():
+            # Refused here rather than failing inside a compiled graph with a long C++ trace.
+            raise ValueError("bf16 needs an Ascend device: MindSpore's CPU kernels have no bf16 matmul/gather; "
+                             "use fp32 (the CPU default) or fp16")
+        return cls.for_dtype(dtype)
+
+    @classmethod
+    def for_dtype(cls, dtype):
+        """The policy for ``dtype`` whatever the device (Ascend has no bf16 Conv3D, so bf16 gets fp16 Conv3d)."""
+        dtype = parse_dtype(dtype)
         conv3d = ms.float16 if dtype == ms.bfloat16 else dtype
         return cls(param_dtype=dtype, conv3d_dtype=conv3d)
 

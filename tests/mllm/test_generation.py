@@ -9,6 +9,8 @@ eof, eoi, eos; batched CFG equal to the unbatched processor; the warpers equal t
 The "image" vocabulary is a tiny stand-in: visual tokens are ids 200..231 and the specials are small ids.
 """
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -379,3 +381,36 @@ def test_generate_stops_at_the_models_positions(pair):
     assert out.shape[1] == 128
     with pytest.raises(ValueError, match="as many as the model's max_position_embeddings"):
         model.generate(np.full((1, 128), 20), max_new_tokens=1)
+
+
+def test_long_generations_take_the_compiled_path_by_default(pair):
+    from emu3.mllm.generation import GRAPH_MODE_FROM_TOKENS
+
+    model = pair[0]
+    model.clear_generation_cache()
+    ids = np.array([[5, 6, 7]])
+    short = model.generate(ids, max_new_tokens=4, eos_token_id=[])
+    assert [key[2] for role in model._generation_steps.values() for key in role] == ["pynative"]
+    model.clear_generation_cache()
+    long = model.generate(ids, max_new_tokens=GRAPH_MODE_FROM_TOKENS + 1, eos_token_id=[])
+    assert [key[2] for role in model._generation_steps.values() for key in role] == ["graph"]
+    np.testing.assert_array_equal(long.asnumpy()[:, :7], short.asnumpy()), "same greedy tokens either way"
+
+
+def test_compiled_decode_step_prints_no_analyzer_warnings(tmp_path):
+    """A user of the Python API sees no MindSpore noise: no Ascend probing warnings, no 'side effect nodes'."""
+    import subprocess
+    import sys
+
+    code = ("import emu3, numpy as np\n"
+            "from emu3.mllm import Emu3ForCausalLM, Emu3Config\n"
+            "m = Emu3ForCausalLM.from_config(Emu3Config(vocab_size=300, hidden_size=32, intermediate_size=64, "
+            "num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, "
+            "eos_token_id=2, img_token_id=3, boi_token_id=4, eoi_token_id=5, eol_token_id=6, eof_token_id=7))\n"
+            "m.generate(np.array([[5, 6, 7]]), max_new_tokens=3, mode='graph')\n")
+    env = {k: v for k, v in os.environ.items() if k != "GLOG_v"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "WARNING" not in result.stderr and "Device Ascend" not in result.stderr, result.stderr[:2000]
+    assert not os.listdir(tmp_path), "nothing written to the working directory"

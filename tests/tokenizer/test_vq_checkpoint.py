@@ -52,7 +52,7 @@ def test_sharded_index_is_read(tmp_path):
 def test_bf16_policy_keeps_fp32_islands_and_fp16_conv3d(tmp_path):
     """The Ascend policy: bf16 everywhere except BatchNorm3d/quantizer (fp32) and Conv3d (fp16)."""
     Emu3VisionVQModel(Emu3VisionVQConfig(**TINY)).save_pretrained(str(tmp_path))
-    model = Emu3VisionVQModel.from_pretrained(str(tmp_path), precision=PrecisionPolicy.for_device("bf16"))
+    model = Emu3VisionVQModel.from_pretrained(str(tmp_path), precision=PrecisionPolicy.for_dtype("bf16"))
     dtypes = {name: p.dtype for name, p in model.parameters_and_names()}
     assert dtypes["encoder.conv_in.weight"] == ms.bfloat16
     assert dtypes["encoder.time_res_stack.0.norm1.running_var"] == ms.float32
