@@ -68,18 +68,29 @@ def read_header(files):
 def _format_problems(missing, unexpected, mismatched, limit=20):
     lines = []
     for title, items in (("missing from the checkpoint", missing), ("unexpected in the checkpoint", unexpected),
-                         ("shape mismatch (checkpoint vs model)", mismatched)):
+                         ("shape or dtype mismatch (checkpoint vs model)", mismatched)):
         if items:
             shown = ", ".join(items[:limit]) + (f", … (+{len(items) - limit} more)" if len(items) > limit else "")
             lines.append(f"  {len(items)} {title}: {shown}")
     return "\n".join(lines)
 
 
-def load_checkpoint(model, directory, rename=None):
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+_INT_DTYPES = ("I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64")
+
+
+def _dtype_fits(stored, param_dtype):
+    """A float parameter takes any float tensor (cast on load), an integer one any integer tensor."""
+    is_float = param_dtype in (ms.float16, ms.bfloat16, ms.float32, ms.float64)
+    return stored in (_FLOAT_DTYPES if is_float else _INT_DTYPES)
+
+
+def load_checkpoint(model, directory, rename=None, check_finite=False):
     """Load a checkpoint folder into ``model`` strictly.
 
     ``rename(name)`` maps a checkpoint name to ours, or to None for a tensor that belongs to another model
-    stored in the same files (it is then skipped, not reported as unexpected).
+    stored in the same files (it is then skipped, not reported as unexpected). ``check_finite`` also reads every
+    value for NaN/inf (a full pass over the weights, hence off by default) and names the tensors that have them.
     """
     rename = rename or (lambda name: name)
     params = dict(model.parameters_and_names())
@@ -98,9 +109,13 @@ def load_checkpoint(model, directory, rename=None):
         f"{names[0]} {list(header[names[0]][0])} vs {list(params[k].shape)}"
         for k, names in by_param.items() if k in params and tuple(header[names[0]][0]) != tuple(params[k].shape)
     )
+    mismatched += sorted(
+        f"{names[0]} stored as {header[names[0]][1]}, the model needs {params[k].dtype}"
+        for k, names in by_param.items() if k in params and not _dtype_fits(header[names[0]][1], params[k].dtype))
     if missing or unexpected or mismatched:
         raise CheckpointError(f"checkpoint in {directory!r} does not fit {type(model).__name__} "
                               f"(does config.json match the weights?):\n{_format_problems(missing, unexpected, mismatched)}")
+    non_finite = []
     # Validated: now stream the data, one tensor at a time, shard by shard.
     for path in sorted({entry[2] for entry in header.values()}):
         with safe_open(path, framework="numpy") as f:
@@ -113,7 +128,12 @@ def load_checkpoint(model, directory, rename=None):
                     array = f.get_tensor(name)
                 except SafetensorError as e:
                     raise CheckpointError(f"cannot read {name!r} from {path}: {e}") from e
+                if check_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
+                    non_finite.append(name)
                 param.set_data(_to_param_dtype(array, param.dtype))
+    if non_finite:
+        raise CheckpointError(f"checkpoint in {directory!r} has NaN/inf values in {len(non_finite)} tensor(s): "
+                              f"{', '.join(non_finite[:20])}; the file is damaged or the training diverged")
     return model
 
 

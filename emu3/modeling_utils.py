@@ -23,16 +23,19 @@ class PreTrainedModel(nn.Cell):
         return _ready(cls(config), precision or PrecisionPolicy.for_device(dtype))
 
     @classmethod
-    def from_pretrained(cls, directory, config=None, dtype=None, precision: PrecisionPolicy = None):
+    def from_pretrained(cls, directory, config=None, dtype=None, precision: PrecisionPolicy = None,
+                        check_finite=False):
         """Build from ``directory/config.json`` and load its safetensors strictly, then apply the precision policy.
 
         ``dtype`` ("fp32", "bf16", "fp16") picks the device's policy for that dtype; ``precision`` gives one explicitly.
+        ``check_finite=True`` also scans every weight for NaN/inf and names the tensors that have them (a full
+        extra pass over the weights, so off by default).
         """
         device_target()  # initialise the device before the first tensor is made
         config = config or cls.config_class.from_pretrained(directory)
         policy = precision or PrecisionPolicy.for_device(dtype)
         model = cls._empty_for_loading(config, policy)
-        load_checkpoint(model, directory, rename=cls.checkpoint_rename)
+        load_checkpoint(model, directory, rename=cls.checkpoint_rename, check_finite=check_finite)
         return _ready(model, policy)
 
     @classmethod

@@ -113,8 +113,8 @@ class Trainer:
             if value is not None:
                 setattr(config, name, value)
             setattr(a, name, getattr(config, name))
-        if len(self.tokenizer) > config.vocab_size:
-            raise TrainingError(f"the tokenizer has {len(self.tokenizer)} tokens but the model only "
+        if len(self.tokenizer) != config.vocab_size:
+            raise TrainingError(f"the tokenizer has {len(self.tokenizer)} tokens but the model has "
                                 f"{config.vocab_size} embeddings: model and tokenizer do not belong together")
         return config
 

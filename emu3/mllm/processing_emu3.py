@@ -169,6 +169,10 @@ class Emu3Processor:
         self.prefix_template = prefix_template
         self.visual_template = visual_template
         self._visual_re = re.compile(visual_template[1])
+        vocab = getattr(model_config, "vocab_size", None)
+        if vocab is not None and len(tokenizer) != vocab:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab}: they do "
+                             "not belong together (a tokenizer file missing or adding lines shifts ids)")
         if max_position_embeddings is None and model_config is not None:
             max_position_embeddings = getattr(model_config, "max_position_embeddings", None)
         self.max_position_embeddings = max_position_embeddings

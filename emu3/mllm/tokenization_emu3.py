@@ -26,6 +26,7 @@ import tiktoken
 from ..arrays import to_numpy
 from ..atomic import atomic_write
 from ..batch import BatchEncoding
+from .special_tokens import VISUAL_TOKEN_RE, visual_token
 from .special_tokens import (
     BOI_TOKEN,
     BOS_TOKEN,
@@ -104,7 +105,22 @@ def load_special_tokens_file(path) -> List[str]:
     """The non-empty, stripped lines of ``emu3_vision_tokens.txt``."""
     _require_file(path, "special-tokens file (emu3_vision_tokens.txt)")
     with open(path, "r", encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+        lines = [line.strip() for line in f if line.strip()]
+    _check_visual_tokens(lines, path)
+    return lines
+
+
+def _check_visual_tokens(lines, path):
+    """Visual token k must be <|visual token k|>, all of them one block in order: a missing or swapped line
+    would shift every later id and silently scramble every image."""
+    positions = [i for i, line in enumerate(lines) if VISUAL_TOKEN_RE.fullmatch(line)]
+    for k, i in enumerate(positions):
+        if lines[i] != visual_token(k) or (k and i != positions[k - 1] + 1):
+            found = lines[i] if lines[i] != visual_token(k) else f"{lines[i]} after a gap"
+            raise ValueError(f"{path}: visual tokens must run <|visual token 000000|>, <|visual token 000001|>, … "
+                             f"in order without gaps; token #{k} is {found!r} instead of {visual_token(k)!r} (a "
+                             "missing or reordered line shifts every later id). Rebuild the file with "
+                             "`python -m emu3.mllm.tokenizer_files OUT_DIR`.")
 
 
 def _token_content(value):

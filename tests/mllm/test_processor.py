@@ -397,8 +397,9 @@ def test_script_argument_errors(tmp_path):
     image_generation, multimodal_understanding = _scripts()
     with pytest.raises(SystemExit, match="is not a folder"):
         image_generation.main(["--tokenizer-path", str(tmp_path / "missing")])
-    with pytest.raises(SystemExit, match="no tokenizer: pass --tokenizer-path"):
-        image_generation.main([])
+    (tmp_path / "bare_model").mkdir()  # a model folder without tokenizer files
+    with pytest.raises(SystemExit, match="pass --tokenizer-path"):
+        image_generation.main(["--model-path", str(tmp_path / "bare_model"), "--output-dir", str(tmp_path / "o")])
     assert multimodal_understanding.parse_args([]).max_new_tokens == 1024
     picture(16, 16).save(tmp_path / "a.png")
     with pytest.raises(SystemExit, match="2 --prompt for 1 --image"):

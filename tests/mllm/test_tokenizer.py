@@ -380,3 +380,33 @@ def test_builder_failure_after_writing_leaves_nothing(tok_dir, tmp_path, monkeyp
             tf.build_tokenizer_files(out, os.path.join(tok_dir, "emu3.tiktoken"))
     assert sorted(os.listdir(tmp_path)) == ["existing"]
     assert os.listdir(existing) == ["emu3.tiktoken"] and (existing / "emu3.tiktoken").read_text() == "old"
+
+
+# ---- the visual-token block is checked, not trusted ----------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["drop", "swap"])
+def test_a_damaged_visual_token_file_is_refused(tmp_path, damage):
+    from emu3.mllm.tokenizer_files import build_tokenizer_files, find_qwen_tiktoken
+
+    folder = build_tokenizer_files(tmp_path / "tok", find_qwen_tiktoken())
+    path = os.path.join(folder, "emu3_vision_tokens.txt")
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if damage == "drop":
+        del lines[3 + 500]  # <|visual token 000500|>
+    else:
+        lines[3 + 7], lines[3 + 8] = lines[3 + 8], lines[3 + 7]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    expected = "000500" if damage == "drop" else "000007"
+    with pytest.raises(ValueError, match=f"token #{int(expected)} is .* instead of '<\\|visual token {expected}\\|>'"):
+        Emu3Tokenizer.from_pretrained(folder)
+
+
+def test_tokenizer_and_model_vocabularies_must_match(tmp_path):
+    from emu3.mllm import Emu3Config, Emu3Processor
+    from emu3.mllm.tokenizer_files import build_tokenizer_files, find_qwen_tiktoken
+
+    tokenizer = Emu3Tokenizer.from_pretrained(build_tokenizer_files(tmp_path / "tok", find_qwen_tiktoken()))
+    Emu3Processor(tokenizer=tokenizer, model_config=Emu3Config())  # the released sizes match
+    with pytest.raises(ValueError, match="184622 tokens but the model's vocab_size is 184621"):
+        Emu3Processor(tokenizer=tokenizer, model_config=Emu3Config(vocab_size=184621, img_token_id=151851))
