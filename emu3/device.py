@@ -134,6 +134,9 @@ def _graph_kernel_fusion():
         logger.disabled = muted
 
 
+_LOW_PRECISION = (ms.float16, ms.bfloat16)
+
+
 class FusedJit:
     """``mindspore.jit(fn)`` whose graphs compile with operator fusion where ``operator_fusion()`` says so.
 
@@ -144,18 +147,28 @@ class FusedJit:
     21.9 -> 19.3 s and 20.4 -> 6.6 GB peak memory. Fused kernels take longer to compile the first time for a
     new shape (~2 s for the small LLM's decode step; then they load from ``kernel_cache_dir()``), so a graph whose
     shape changes with every input (an LLM prefill) is better compiled without.
+
+    Graphs in fp16/bf16 are compiled without fusion: AKG on CPU fails on them (printing pages of its compiler's
+    stack before the fallback below catches it). ``low_precision`` says whether the graph is one; by default it
+    is read from the parameters of the cell ``fn`` is a method of, and any fp16/bf16 tensor argument counts too.
     """
 
-    def __init__(self, fn):
+    def __init__(self, fn, low_precision=None):
         self.fn = fn
         self.jitted = ms.jit(fn)
         self._compiled = set()
+        if low_precision is None:
+            cell = getattr(fn, "__self__", None)
+            params = cell.get_parameters() if isinstance(cell, ms.nn.Cell) else ()
+            low_precision = any(p.dtype in _LOW_PRECISION for p in params)
+        self.low_precision = low_precision
 
     def __call__(self, *args):
         signature = tuple((tuple(a.shape), a.dtype) if hasattr(a, "shape") else a for a in args)
         if signature in self._compiled:
             return self.jitted(*args)
-        out = self._compile_fused(args) if operator_fusion() else self.jitted(*args)
+        low = self.low_precision or any(getattr(a, "dtype", None) in _LOW_PRECISION for a in args)
+        out = self._compile_fused(args) if operator_fusion() and not low else self.jitted(*args)
         self._compiled.add(signature)  # compiled now, either way
         return out
 

@@ -397,8 +397,10 @@ def test_long_generations_take_the_compiled_path_by_default(pair):
     np.testing.assert_array_equal(long.asnumpy()[:, :7], short.asnumpy()), "same greedy tokens either way"
 
 
-def test_compiled_decode_step_prints_no_analyzer_warnings(tmp_path):
-    """A user of the Python API sees no MindSpore noise: no Ascend probing warnings, no 'side effect nodes'."""
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_compiled_decode_step_prints_no_analyzer_warnings(tmp_path, dtype):
+    """A user of the Python API sees no MindSpore noise: no Ascend probing warnings, no 'side effect nodes', and
+    in fp16 no AKG compiler stack (fusion is not tried on low-precision graphs)."""
     import subprocess
     import sys
 
@@ -406,11 +408,13 @@ def test_compiled_decode_step_prints_no_analyzer_warnings(tmp_path):
             "from emu3.mllm import Emu3ForCausalLM, Emu3Config\n"
             "m = Emu3ForCausalLM.from_config(Emu3Config(vocab_size=300, hidden_size=32, intermediate_size=64, "
             "num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, "
-            "eos_token_id=2, img_token_id=3, boi_token_id=4, eoi_token_id=5, eol_token_id=6, eof_token_id=7))\n"
+            "eos_token_id=2, img_token_id=3, boi_token_id=4, eoi_token_id=5, eol_token_id=6, eof_token_id=7), "
+            f"dtype='{dtype}')\n"
             "m.generate(np.array([[5, 6, 7]]), max_new_tokens=3, mode='graph')\n")
     env = {k: v for k, v in os.environ.items() if k != "GLOG_v"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "WARNING" not in result.stderr and "Device Ascend" not in result.stderr, result.stderr[:2000]
+    assert "Check failed" not in result.stdout + result.stderr and "could not compile" not in result.stderr
     assert not os.listdir(tmp_path), "nothing written to the working directory"
