@@ -28,7 +28,9 @@ names (which the original pipeline used). A processor may define ``prepare_gener
 max_new_tokens, mode)``; ``generate`` calls it before the first step.
 """
 
+import gc
 import math
+import os
 import time
 import warnings
 
@@ -264,8 +266,10 @@ def _cached_step(model, role, batch_size, max_length, mode):
     key = (batch_size, max_length, mode)
     entry = kept.pop(key, None)
     if entry is None:
-        while len(kept) >= max(1, int(model.generation_steps_kept)):
-            kept.pop(next(iter(kept)))
+        if len(kept) >= max(1, int(model.generation_steps_kept)):
+            while len(kept) >= max(1, int(model.generation_steps_kept)):
+                release_compiled_graphs(kept.pop(next(iter(kept)))[0])
+            gc.collect()  # the evicted cache is in reference cycles: free it now, not eventually
         cache = StaticCache.for_model(model.config, batch_size, max_length, model.lm_head.weight.dtype)
         step = Emu3CachedStep(model, cache)
         step.set_train(False)
@@ -276,14 +280,45 @@ def _cached_step(model, role, batch_size, max_length, mode):
     return entry
 
 
-def initial_cache_length(config, prompt_len, max_new_tokens):
-    """Slots for a generation: prompt + new tokens, but not beyond max_position_embeddings up front.
+MIN_CACHE_BUCKET = 256
 
-    Attention reads every slot of a static cache at every step, so a cache sized for a generous
-    ``max_new_tokens`` (the Emu3 scripts pass 40,960 for an image of 8,193 tokens) would cost 5x per step;
-    a generation that outgrows the cache doubles it (one copy and one recompile).
+
+def release_compiled_graphs(cell):
+    """Free the graphs MindSpore compiled for ``cell``'s methods.
+
+    MindSpore keeps every compiled graph in a process-wide executor until told otherwise (``ms_memory_recycle``
+    frees all of them); a replaced decode step would otherwise stay there for good, ~25 MB each for a small
+    model. The graphs of one cell are recognised by its creation time and id in their phase names. Private
+    API: if it changes, nothing is freed, and nothing breaks.
     """
-    return min(prompt_len + max_new_tokens, max(config.max_position_embeddings, prompt_len + 1))
+    try:
+        from mindspore.graph import api as graph_api
+
+        marker = f"{cell.create_time}{cell.phase}.{id(cell)}"
+        phases = {phase for phase in graph_api.ms_compile_cache if marker in phase}
+        if phases:
+            graph_api._cell_graph_executor.del_net_res(None, phases)  # pylint: disable=protected-access
+            if os.getenv("MS_DEV_JIT_PIPELINE") != "0":
+                graph_api.JitExecutor_.get_instance().del_net_res(None, phases)
+            graph_api.ms_compile_cache.difference_update(phases)
+    except Exception:  # noqa: BLE001 - a memory optimisation must never break generation
+        pass
+
+
+def initial_cache_length(config, prompt_len, max_new_tokens):
+    """Slots for a generation: prompt + new tokens rounded up to a bucket (256, 512, 1024, … slots), but not
+    beyond max_position_embeddings up front.
+
+    Buckets let generations of nearby lengths share one compiled decode step: a long-lived process that
+    alternates e.g. 128 and 40 new tokens compiles once instead of on every call (and compiled graphs are not
+    returned to the system when replaced). Attention reads every slot, so a bucket costs at most ~2x the exact
+    length's attention reads (a small share of a step); a cache sized for a generous ``max_new_tokens`` (the
+    Emu3 scripts pass 40,960 for an image of 8,193 tokens) is avoided by the cap, and a generation that
+    outgrows its cache doubles it (one copy and one recompile).
+    """
+    need = prompt_len + max_new_tokens
+    bucket = max(MIN_CACHE_BUCKET, 1 << (need - 1).bit_length())
+    return min(bucket, max(config.max_position_embeddings, prompt_len + 1))
 
 
 class CachedDecoder:

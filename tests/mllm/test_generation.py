@@ -418,3 +418,25 @@ def test_compiled_decode_step_prints_no_analyzer_warnings(tmp_path, dtype):
     assert "WARNING" not in result.stderr and "Device Ascend" not in result.stderr, result.stderr[:2000]
     assert "Check failed" not in result.stdout + result.stderr and "could not compile" not in result.stderr
     assert not os.listdir(tmp_path), "nothing written to the working directory"
+
+
+def test_alternating_lengths_keep_memory_flat():
+    """A long-lived process calling generate with alternating lengths compiles once (nearby lengths share a cache
+    bucket) and its memory does not grow."""
+    import psutil
+
+    from emu3.mllm.generation import initial_cache_length
+
+    config = tiny_config(max_position_embeddings=4096)
+    assert initial_cache_length(config, 4, 128) == initial_cache_length(config, 4, 40) == 256
+    assert initial_cache_length(config, 4, 600) == 1024 and initial_cache_length(config, 4000, 90) == 4096
+    model = Emu3ForCausalLM.from_config(config)
+    ids = np.array([[5, 6, 7, 8]])
+    process = psutil.Process()
+    rss = []
+    for i in range(20):
+        model.generate(ids, max_new_tokens=128 if i % 2 == 0 else 40, mode="graph", eos_token_id=[], progress=False)
+        rss.append(process.memory_info().rss)
+    assert len(model._generation_steps["generate"]) == 1
+    growth = (rss[-1] - rss[2]) / 2 ** 20
+    assert growth < 20, f"memory grew {growth:.0f} MB over 18 alternating calls"
