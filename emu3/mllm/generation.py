@@ -316,7 +316,7 @@ def initial_cache_length(config, prompt_len, max_new_tokens):
     Emu3 scripts pass 40,960 for an image of 8,193 tokens) is avoided by the cap, and a generation that
     outgrows its cache doubles it (one copy and one recompile).
     """
-    need = prompt_len + max_new_tokens
+    need = int(prompt_len) + int(max_new_tokens)
     bucket = max(MIN_CACHE_BUCKET, 1 << (need - 1).bit_length())
     return min(bucket, max(config.max_position_embeddings, prompt_len + 1))
 
@@ -533,8 +533,10 @@ class GenerationMixin:
         mask = np.ones_like(ids) if attention_mask is None else _checked_mask(_numpy(attention_mask))
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask {mask.shape} does not match input_ids {ids.shape}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
+        max_new_tokens = int(max_new_tokens)
         if guidance_scale is not None and not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         max_new_tokens = _fit_positions(prompt_len, max_new_tokens, config.max_position_embeddings)

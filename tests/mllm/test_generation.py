@@ -362,6 +362,7 @@ def test_cache_grows_when_generation_outlasts_it(pair, rng, mode):
     (dict(attention_mask=np.array([[1, 1, 0]])), "right-padded"),
     (dict(attention_mask=np.array([[0, 0, 0]])), "without any token"),
     (dict(do_sample=True, top_p=1.5), r"top_p must be in \(0, 1\]"),
+    (dict(max_new_tokens=2.5), "max_new_tokens must be a whole number"),
     (dict(do_sample=True, temperature=0.0), "temperature must be"),
     (dict(guidance_scale=float("nan"), negative_prompt_ids=np.array([[5, 6, 7]])), "guidance_scale must be"),
 ])
