@@ -151,12 +151,19 @@ def main(argv=None):
     batch = pixels[None] if is_video else pixels
     print(f"device {device_target()}, mode {args.mode}, dtype {model.compute_dtype}, input {tuple(batch.shape)}")
 
-    start = time.perf_counter()
-    codes = model.encode(ms.Tensor(batch))
-    codes_np = codes.asnumpy()
-    encoded = time.perf_counter()
-    recon = model.decode(codes).astype(ms.float32).asnumpy()
-    decoded = time.perf_counter()
+    from tqdm import tqdm
+
+    with tqdm(total=2, desc="encoding", bar_format="reconstruction: {desc} ({n}/{total}) [{elapsed}]") as bar:
+        start = time.perf_counter()
+        codes = model.encode(ms.Tensor(batch))
+        codes_np = codes.asnumpy()
+        encoded = time.perf_counter()
+        bar.set_description_str("decoding")
+        bar.update(1)
+        recon = model.decode(codes).astype(ms.float32).asnumpy()
+        decoded = time.perf_counter()
+        bar.set_description_str("done")
+        bar.update(1)
     recon = recon[0] if is_video else recon
 
     originals = processor.postprocess(pixels, return_tensors="np")["pixel_values"]  # the resized input, uint8

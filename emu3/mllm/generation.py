@@ -522,7 +522,7 @@ class GenerationMixin:
           attends to the negative prompts' padding and numbers their positions from the first slot), the
           unconditional rows here mask their padding and number positions from their first real token, i.e. each
           behaves like its unpadded prompt; with unpadded negative prompts both paths give the same scores.
-        - ``progress``: a tqdm bar over decode steps (default: on for more than 256 new tokens).
+        - ``progress``: a tqdm bar over decode steps (default: on for more than 32 new tokens, the compiled path).
         - ``cache_length``: initial KV-cache slots (default ``initial_cache_length``); the cache doubles when full.
         """
         config = self.config
@@ -585,7 +585,7 @@ class GenerationMixin:
         sequences[:, :prompt_len] = ids
         unfinished = np.ones(batch_size, dtype=bool)
         if progress is None:
-            progress = max_new_tokens > 256
+            progress = max_new_tokens > GRAPH_MODE_FROM_TOKENS
         bar = None
         if progress:
             from tqdm.auto import tqdm
