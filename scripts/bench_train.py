@@ -43,27 +43,25 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def median_time(fn, repeat):
-    for _ in range(2):
+def run_times(fn, repeat, warmups):
+    """Wall times of ``repeat`` calls after ``warmups`` untimed ones (the first compiles)."""
+    for _ in range(warmups):
         fn()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn, repeat):
+    return statistics.median(run_times(fn, repeat, warmups=2))
 
 
 def best_time(fn, repeat=10):
     """The fastest of ``repeat`` runs after three warm-ups: a kernel's peak, not its typical time."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(run_times(fn, repeat, warmups=3))
 
 
 def run_ours(args, config):

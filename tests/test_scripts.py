@@ -99,6 +99,17 @@ def tiny_llm_config(tmp_path_factory):
     return str(path)
 
 
+def test_benchmark_train_rows(tiny_llm_config, capsys):
+    rows = benchmark.main(["train", "--config", tiny_llm_config, "--rows", "graph", "pynative", "torch",
+                           "--recompute", "off", "on", "--repeat", "1", "--seq-len", "16", "--peak-size", "128"])
+    assert [(r["mode"], r["recompute"]) for r in rows] == [
+        ("graph", "OFF"), ("graph", "ON"), ("pynative", "OFF"), ("pynative", "ON"), ("eager", "OFF"), ("eager", "ON")]
+    for row in rows:
+        assert row["s/step"] > 0 and row["peak MB"] > 0 and 0 < row["% of peak"]
+        assert row["tokens/s"] > 0 and row["batch"] == "1x16"
+    assert "| impl" in capsys.readouterr().out
+
+
 def test_benchmark_decode_rows_and_summary(tiny_llm_config, capsys):
     rows = benchmark.main(["decode", "--config", tiny_llm_config, "--context", "8", "16", "--new-tokens", "3",
                            "--repeat", "1", "--torch"])
