@@ -45,6 +45,9 @@ def select_device(target: str = None) -> str:
             # Pynative's asynchronous op launching thrashes on a few CPU cores: launching synchronously made a
             # VQ reconstruction 2x and an LLM forward 6-8x faster here. Graph mode is unaffected.
             ms.runtime.launch_blocking()
+        # A graph that fails to compile dumps rank_0/om/analyze_fail.ir under $MS_OM_PATH, by default the user's
+        # working directory; put it in the cache instead (the error message names the file wherever it is).
+        os.environ.setdefault("MS_OM_PATH", os.path.join(cache_root(), "graphs"))
         _selected = target
     elif _selected != target:
         raise RuntimeError(f"device already initialised as {_selected}; MindSpore cannot switch to {target} in one process")

@@ -116,3 +116,23 @@ def test_errors_of_the_graph_itself_still_reach_the_caller():
 
     with pytest.raises((ValueError, RuntimeError), match="(?i)shape|dim"):
         FusedJit(broken)(Tensor(np.ones((2, 1, 64), np.float32)))
+
+
+def test_compiler_dumps_never_land_in_the_working_directory(tmp_path):
+    """A graph that fails to compile writes rank_0/om/analyze_fail.ir; it goes to the cache, not the user's folder."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "bad_graph.py"  # MindSpore compiles graphs from source files, not from `python -c`
+    script.write_text("import emu3\nfrom emu3.device import select_device\nimport mindspore as ms\n"
+                      "select_device('CPU')\n\n\ndef bad(x):\n    return undefined_name + x\n\n\n"
+                      "try:\n    ms.jit(bad)(ms.Tensor(1.0))\nexcept NameError as e:\n    print('NameError')\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = dict(os.environ, EMU3_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("MS_OM_PATH", None)
+    result = subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert "NameError" in result.stdout, result.stderr[-2000:]
+    assert not os.listdir(work), "nothing written to the working directory"
+    assert (tmp_path / "cache" / "graphs" / "rank_0" / "om" / "analyze_fail.ir").is_file()
