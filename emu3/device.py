@@ -143,13 +143,13 @@ _LOW_PRECISION = (ms.float16, ms.bfloat16)
 class FusedJit:
     """``mindspore.jit(fn)`` whose graphs compile with operator fusion where ``operator_fusion()`` says so.
 
-    For graphs that run many times at the same shapes. The LLM's decode step on CPU is ~330 small kernels around
-    its matmuls, each costing ~5-9 us of runtime besides its work; fusing the elementwise chains (RMSNorm, RoPE,
-    SwiGLU, residual adds) removes ~120 of them: 8-12% less time per token. The vision tokenizer's graphs keep
-    far fewer full-size intermediates when GroupNorm/SiLU/residual chains are fused: released size at 256x256,
-    21.9 -> 19.3 s and 20.4 -> 6.6 GB peak memory. Fused kernels take longer to compile the first time for a
-    new shape (~2 s for the small LLM's decode step; then they load from ``kernel_cache_dir()``), so a graph whose
-    shape changes with every input (an LLM prefill) is better compiled without.
+    For graphs that run many times at the same shapes. The LLM's decode step on CPU is hundreds of small kernels
+    around its matmuls, each costing runtime overhead besides its work; fusing the elementwise chains (RMSNorm,
+    RoPE, SwiGLU, residual adds) removes many of them. The vision tokenizer's graphs keep far fewer full-size
+    intermediates when GroupNorm/SiLU/residual chains are fused (less time, a third of the memory), and the
+    optimizer update of training is one long elementwise chain. Fused kernels take longer to compile the first
+    time for a new shape (then they load from ``kernel_cache_dir()``), so a graph whose shape changes with every
+    input (an LLM prefill) is better compiled without. Measured figures: README, "Design notes".
 
     Graphs in fp16/bf16 are compiled without fusion: AKG on CPU fails on them (printing pages of its compiler's
     stack before the fallback below catches it). ``low_precision`` says whether the graph is one; by default it

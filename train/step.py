@@ -25,8 +25,8 @@ class TrainStep:
 
     Two compiled graphs per step: forward + backward (gradients stay device tensors), then the update (unscale,
     clipping, AdamW), which is elementwise work over every parameter and is compiled with operator fusion where
-    it is available (``emu3.device.FusedJit``): unfused, its ~20 passes over the weights cost a third of a small
-    model's step on CPU. ``guard_overflow`` (fp16 / loss scaling) checks the gradients for inf/NaN in the first
+    it is available (``emu3.device.FusedJit``): unfused, its ~20 passes over the weights are a large share of a
+    small model's step on CPU (README, "Speed"). ``guard_overflow`` (fp16 / loss scaling) checks the gradients for inf/NaN in the first
     graph; an overflowing step is then skipped on the host, so the update graph has no branch (and AKG, which
     cannot compile a broadcast Select, fuses it). Without it the update is unconditional, as torch's.
     """
