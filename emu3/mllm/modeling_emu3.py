@@ -6,7 +6,7 @@ Module attributes are named like the released ``BAAI/Emu3-*`` checkpoints (``mod
 Shapes: B batch, S tokens in this call, K key slots (S without a cache; past + S with a ``DynamicCache``; the
 cache length with a ``StaticCache``), N query heads, N_kv key/value heads, D head dim.
 
-Incremental decoding (see ``Emu3CachedStep``): make a ``StaticCache``, run the prompt with
+Incremental decoding (see ``emu3.mllm.decoding.Emu3CachedStep``): make a ``StaticCache``, run the prompt with
 ``cache_position = arange(S)``, then one token at a time with ``cache_position = [t]``. Keep the 2-D
 ``attention_mask`` at the cache length (B, max_length) so every decode step has the same shapes (one compile).
 """
@@ -328,26 +328,3 @@ class Emu3ForCausalLM(Emu3PreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = causal_lm_loss(logits, labels)
         return loss, logits, past_key_values
-
-
-class Emu3CachedStep(nn.Cell):
-    """The model and a ``StaticCache`` as one cell, for ``mindspore.jit``: returns last-position logits (B, V).
-
-    Prefill with the prompt (S tokens, ``cache_position = arange(S)``), then call once per new token with
-    ``input_ids`` (B, 1) and ``cache_position = [t]``. ``attention_mask`` should be (B, cache.max_length) (1 for
-    prompt tokens and generated slots, 0 for left padding and the still-empty future), so decode steps share one
-    compiled graph; ``position_ids`` (B, S) come from ``position_ids_from_attention_mask``.
-    """
-
-    def __init__(self, model: Emu3ForCausalLM, cache):
-        super().__init__()
-        self.model = model
-        self.cache = cache
-
-    def construct(self, input_ids, attention_mask, position_ids, cache_position):
-        # Only the logits are taken: unpacking the unused outputs leaves getitem nodes of the cache-writing call
-        # that MindSpore's analyzer prunes with a "side effect nodes were eliminated" warning (the writes stay).
-        logits = self.model(input_ids, attention_mask, position_ids, self.cache, None, None, None,
-                            cache_position, 1)[1]
-        # (B, 1, V) -> (B, V) by reshape: a StridedSlice over a vocabulary-wide row costs ~0.8 ms on CPU.
-        return logits.reshape(logits.shape[0], logits.shape[2])

@@ -16,7 +16,8 @@ from mindspore import Tensor
 from emu3.checkpoint import CheckpointError
 from emu3.mllm.cache import DynamicCache, StaticCache
 from emu3.mllm.configuration_emu3 import Emu3Config
-from emu3.mllm.modeling_emu3 import Emu3CachedStep, Emu3ForCausalLM, position_ids_from_attention_mask
+from emu3.mllm.decoding import Emu3CachedStep
+from emu3.mllm.modeling_emu3 import Emu3ForCausalLM, position_ids_from_attention_mask
 from emu3.nn import PrecisionPolicy, apply_precision
 from emu3.nn.rms_norm import RMSNorm
 from llm_reference import SMALL_VOCAB_IMAGE_IDS, make_reference, reference_forward
