@@ -11,8 +11,6 @@ import math
 import os
 import time
 
-import numpy as np
-
 import mindspore as ms
 from mindspore import Tensor
 
@@ -29,6 +27,7 @@ from .sequences import SequenceBuilder, supervision_from_flags
 from .step import TrainStep
 
 LOG_FILE = "train_log.jsonl"
+_DTYPE_NAMES = {ms.float32: "float32", ms.float16: "float16", ms.bfloat16: "bfloat16"}
 PLOT_FILE = "loss.png"
 
 
@@ -165,7 +164,7 @@ class Trainer:
         self.train_step = TrainStep(self.model, self.optimizer, a.max_grad_norm, compiled=a.mode == 0,
                                     guard_overflow=scaler_kind != "none")
         self.log(f"model {source}: {sum(p.size for p in self.model.trainable_params()):,} trainable parameters"
-                 f" ({frozen} of {len(layers)} decoder layers frozen), {np.dtype(_np_dtype(dtype)).name}, "
+                 f" ({frozen} of {len(layers)} decoder layers frozen), {_DTYPE_NAMES[dtype]}, "
                  f"{'graph' if a.mode == 0 else 'pynative'} mode"
                  + (", recompute" if a.gradient_checkpointing else ""))
 
@@ -316,7 +315,3 @@ def plot_losses(output_dir):
     with atomic_path(os.path.join(output_dir, PLOT_FILE)) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-
-
-def _np_dtype(dtype):
-    return {ms.float16: np.float16, ms.float32: np.float32}.get(dtype, np.float32)
