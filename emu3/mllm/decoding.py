@@ -67,10 +67,7 @@ def _cached_step(model, role, batch_size, max_length, mode):
     key = (batch_size, max_length, mode)
     entry = kept.pop(key, None)
     if entry is None:
-        if len(kept) >= max(1, int(model.generation_steps_kept)):
-            while len(kept) >= max(1, int(model.generation_steps_kept)):
-                release_compiled_graphs(kept.pop(next(iter(kept)))[0])
-            gc.collect()  # the evicted cache is in reference cycles: free it now, not eventually
+        _drop(kept, keep=max(1, int(model.generation_steps_kept)) - 1)
         cache = StaticCache.for_model(model.config, batch_size, max_length, model.lm_head.weight.dtype)
         step = Emu3CachedStep(model, cache)
         step.set_train(False)
@@ -79,6 +76,21 @@ def _cached_step(model, role, batch_size, max_length, mode):
         entry[0].cache.reset()
     kept[key] = entry
     return entry
+
+
+def clear_generation_steps(model):
+    """Drop every kept step of ``model`` with its KV cache and compiled graphs."""
+    for kept in model.__dict__.pop("_generation_steps", {}).values():
+        _drop(kept, keep=0)
+
+
+def _drop(kept, keep):
+    """Evict the least recently used steps of ``kept`` until ``keep`` remain, graphs released."""
+    if len(kept) <= keep:
+        return
+    while len(kept) > keep:
+        release_compiled_graphs(kept.pop(next(iter(kept)))[0])
+    gc.collect()  # collect the evicted cells now, so their KV caches are freed before a new one is allocated
 
 
 MIN_CACHE_BUCKET = 256

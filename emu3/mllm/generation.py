@@ -39,7 +39,7 @@ from mindspore import Tensor
 
 from ..arrays import to_numpy
 from .cache import DynamicCache
-from .decoding import CachedDecoder, initial_cache_length  # noqa: F401  (initial_cache_length: public)
+from .decoding import CachedDecoder, clear_generation_steps, initial_cache_length  # noqa: F401  (public)
 
 # ---- small numpy helpers -----------------------------------------------------------------------------------------
 
@@ -482,7 +482,7 @@ class GenerationMixin:
 
     def clear_generation_cache(self):
         """Drop the KV caches and compiled steps ``generate`` keeps for reuse (they hold the cache memory)."""
-        self.__dict__.pop("_generation_steps", None)
+        clear_generation_steps(self)
 
 
 def _sample(scores, rng):
