@@ -31,10 +31,9 @@ class SFTDataset:
         for record in self.reader.read_all(INDEX_COLUMNS):
             lengths.append(builder.length(record))
             tasks.add(record["task"])
-        # Raise the supervision/task mismatch now rather than at the first batch.
         self.tasks = sorted(tasks)
-        first = next(self.reader.read([0]))
-        builder.build(first)
+        for task in self.tasks:  # a supervision/task mismatch is an error now, not at that task's first batch
+            builder.check_task(task)
         lengths = np.asarray(lengths)
         self.usable = np.flatnonzero(lengths <= self.max_length)
         self.dropped = np.flatnonzero(lengths > self.max_length)

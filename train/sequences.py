@@ -46,6 +46,7 @@ class SequenceBuilder:
         self.boi, self.eoi, self.img = tokenizer.boi_token_id, tokenizer.eoi_token_id, tokenizer.img_token_id
         self.eol, self.eof = tokenizer.eol_token_id, tokenizer.eof_token_id
         self.first_visual = ids(visual_token(0))
+        self.end_visual = len(tokenizer)  # the visual tokens are the last specials of the vocabulary
 
     def encode(self, text):
         return self.tokenizer.encode(text) if text else []
@@ -58,21 +59,27 @@ class SequenceBuilder:
         return ([self.boi] + self.encode(self.prefix_template.format(H=h, W=w)) + [self.img]
                 + rows.reshape(-1).tolist() + [self.eof, self.eoi])
 
-    def t2i(self, caption, grid):
-        ids = [self.bos] + self.encode(caption) + self.image_ids(grid)
-        if self.supervision == "vision":
-            ids_array = np.asarray(ids)
-            visual = (ids_array >= self.first_visual) & (ids_array < self.first_visual + _codebook(self.tokenizer))
-            labels = np.where(visual, ids_array, IGNORE_INDEX).tolist()
-        elif self.supervision == "all":
-            labels = list(ids)
-        else:
+    def check_task(self, task):
+        """Raise ValueError when this builder's supervision leaves nothing to learn in samples of ``task``."""
+        if task == "t2i" and self.supervision == "response":
             raise ValueError("a text-to-image sample has no response to supervise with --apply_loss_on_only_text; "
                              "use --apply_loss_on_only_vision True (or both False to supervise every token)")
-        return ids, labels
+        if task != "t2i" and self.supervision == "vision":
+            raise ValueError("a VQA/text sample has no visual tokens to supervise with --apply_loss_on_only_vision; "
+                             "pass --apply_loss_on_only_vision False --apply_loss_on_only_text True")
+
+    def t2i(self, caption, grid):
+        self.check_task("t2i")
+        ids = [self.bos] + self.encode(caption) + self.image_ids(grid)
+        if self.supervision == "all":
+            return ids, list(ids)
+        ids_array = np.asarray(ids)
+        visual = (ids_array >= self.first_visual) & (ids_array < self.end_visual)
+        return ids, np.where(visual, ids_array, IGNORE_INDEX).tolist()
 
     def chat(self, question, response, grid=None):
         """vqa (with ``grid``) or text-only sample: the mode-"U" prompt, then response + eos."""
+        self.check_task("vqa")
         if grid is None:
             prompt = self.encode(self.chat_before + self.chat_middle + question + self.chat_after)
         else:
@@ -80,9 +87,6 @@ class SequenceBuilder:
                       + self.encode(self.chat_middle + question + self.chat_after))
         prompt = [self.bos] + prompt
         answer = self.encode(response) + [self.eos]
-        if self.supervision == "vision":
-            raise ValueError("a VQA/text sample has no visual tokens to supervise with --apply_loss_on_only_vision; "
-                             "pass --apply_loss_on_only_vision False --apply_loss_on_only_text True")
         labels = ([IGNORE_INDEX] * len(prompt) if self.supervision == "response" else list(prompt)) + answer
         return prompt + answer, labels
 
@@ -130,7 +134,3 @@ def _split_chat_template(template):
     middle, after = rest.split("{text_prompt}")
     return before, middle, after
 
-
-def _codebook(tokenizer):
-    # The visual tokens are the last specials: from <|visual token 000000|> to the end of the vocabulary.
-    return len(tokenizer) - tokenizer.convert_tokens_to_ids(visual_token(0))
