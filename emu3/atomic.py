@@ -10,10 +10,12 @@ import os
 import tempfile
 
 
-def _umask_mode():
+def umask_mode(directory=False):
+    """The permissions the user's umask gives a new file (or folder): for files made by ``mkstemp``/``mkdtemp``,
+    which are private (0600/0700) whatever the umask."""
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return (0o777 if directory else 0o666) & ~mask
 
 
 @contextlib.contextmanager
@@ -26,7 +28,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, _umask_mode())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -150,7 +150,12 @@ def _to_param_dtype(array, dtype):
 def save_checkpoint(model, directory, rename=None, metadata=None):
     """Write ``model``'s parameters to ``directory/model.safetensors`` (atomically: temp file, then rename)."""
     rename = rename or (lambda name: name)
+    save_tensors({rename(name): p for name, p in model.parameters_and_names()}, directory, metadata)
+
+
+def save_tensors(tensors, directory, metadata=None):
+    """Write ``{name: tensor or array}`` to ``directory/model.safetensors`` (atomically)."""
     os.makedirs(directory, exist_ok=True)
-    tensors = {rename(name): np.array(to_numpy(p), order="C") for name, p in model.parameters_and_names()}
+    arrays = {name: np.require(to_numpy(value), requirements="C") for name, value in tensors.items()}  # no copy
     with atomic_path(os.path.join(directory, SINGLE_FILE)) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})})
+        save_file(arrays, tmp, metadata={"format": "pt", **(metadata or {})})

@@ -18,8 +18,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from emu3.arrays import to_numpy
-from emu3.atomic import atomic_path
-from emu3.checkpoint import SINGLE_FILE, checkpoint_files, read_header
+from emu3.atomic import umask_mode
+from emu3.checkpoint import checkpoint_files, read_header, save_tensors
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -46,15 +46,14 @@ def remove_stale_temporaries(output_dir):
 
 
 def _numpy_tensors(named):
-    return {name: np.array(to_numpy(value), order="C") for name, value in named.items()}
+    return {name: np.require(to_numpy(value), requirements="C") for name, value in named.items()}
 
 
 def write_model(directory, weights, config, tokenizer):
     """config.json, model.safetensors (fp32, released names) and the tokenizer files into ``directory``."""
     config.save_pretrained(directory)
-    tensors = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in _numpy_tensors(weights).items()}
-    with atomic_path(os.path.join(directory, SINGLE_FILE)) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt"})
+    save_tensors({k: v.astype(np.float32, copy=False) if v.dtype.kind == "f" else v
+                  for k, v in _numpy_tensors(weights).items()}, directory)
     tokenizer.save_pretrained(directory)
 
 
@@ -67,7 +66,7 @@ def save_checkpoint(output_dir, step, weights, config, tokenizer, optimizer_stat
         save_file(_numpy_tensors(optimizer_state), os.path.join(tmp, OPTIMIZER_FILE))
         with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
             json.dump(trainer_state, f, indent=2)
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, umask_mode(directory=True))
         if os.path.exists(final):  # the same step saved again (e.g. after a resume): swap, then drop the old one
             old = tempfile.mkdtemp(dir=output_dir, prefix=f".tmp-checkpoint-{step}-old-")
             os.rename(final, os.path.join(old, "old"))

@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from emu3.atomic import atomic_write_json
+
 from .shards import ShardWriter, make_record, part_name
 
 REPORT_FILE = "prepare_report.json"
@@ -261,8 +263,7 @@ def prepare(task, argv=None, default_image_area=None):
     info = {"task": task, "num_samples": total, "parts": [part_name(i) for i, m in enumerate(metas) if m["samples"]],
             "source": os.path.abspath(args.data_path), "image_area": getattr(args, "image_area", None)}
     report = {"inputs": len(items), "samples": total, "skipped": skipped}
-    with open(os.path.join(writer.out_dir, REPORT_FILE), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
+    atomic_write_json(os.path.join(writer.out_dir, REPORT_FILE), report, indent=2, ensure_ascii=False)
     if total:
         writer.finish(info)
     print(f"{total} of {len(items)} inputs prepared into {writer.out_dir} ({len(info['parts'])} parts, "

@@ -12,8 +12,9 @@ samples each, in input order) and ``dataset_info.json``, written last. One recor
     height, width   the grid's size (0, 0 without an image)
 
 Prompts are built and tokenised at training time, as the original does, so one prepared folder serves any
-``--null_prompt_prob``, template or ``--max_position_embeddings``. Parts are written in a temporary folder and moved
-in data file last, so a part exists only once complete; a rerun skips the parts that exist.
+``--null_prompt_prob``, template or ``--max_position_embeddings``. A part is written in a temporary folder and
+moved in, then its ``part-NNNNN.json`` (sample count, skipped inputs) is written: that file marks the part
+complete, and a rerun skips the parts that have it.
 """
 
 import glob
@@ -24,7 +25,7 @@ import tempfile
 
 import numpy as np
 
-from emu3.atomic import atomic_write_json
+from emu3.atomic import atomic_write_json, umask_mode
 
 INFO_FILE = "dataset_info.json"
 FORMAT = "emu3-token-shards"
@@ -103,7 +104,7 @@ class ShardWriter:
                 os.replace(path + ".db", self.path(index) + ".db")
                 os.replace(path, self.path(index))
                 for name in (self.path(index), self.path(index) + ".db"):
-                    os.chmod(name, 0o644)
+                    os.chmod(name, umask_mode())
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         atomic_write_json(self.meta_path(index), {"samples": len(records), "skipped": list(skipped)}, indent=2,

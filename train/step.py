@@ -45,8 +45,7 @@ class TrainStep:
         self._middle = wrap(self._micro_middle)
         self._last = wrap(self._micro_last)
         self._single = wrap(self._micro_single)
-        low_precision = any(p.dtype != ms.float32 for p in optimizer.params)
-        self._update = FusedJit(self._apply, low_precision) if compiled else self._apply
+        self._update = FusedJit(self._apply, any(optimizer.has_master)) if compiled else self._apply
 
     # ---- the pieces (each one compiled graph) ----------------------------------------------------------------
     def _forward(self, input_ids, attention_mask, targets, weight):

@@ -14,8 +14,8 @@ import time
 import mindspore as ms
 from mindspore import Tensor
 
-from emu3.atomic import atomic_path
-from emu3.device import is_ascend, select_device
+from emu3.atomic import atomic_path, atomic_write
+from emu3.device import select_device
 from emu3.mllm import Emu3Config, Emu3ForCausalLM, Emu3Tokenizer
 from emu3.nn.precision import PrecisionPolicy, apply_precision
 
@@ -57,7 +57,7 @@ class Trainer:
     def __init__(self, args, log=print):
         self.args, self.log = args, log
         select_device()
-        self._check_paths()
+        self._check_before_work()
         self.tokenizer = self._load_tokenizer()
         self.config = self._load_config()
         builder = SequenceBuilder(self.tokenizer, supervision_from_flags(args.apply_loss_on_only_vision,
@@ -81,7 +81,7 @@ class Trainer:
         self._build_model()
 
     # ---- setup -------------------------------------------------------------------------------------------------
-    def _check_paths(self):
+    def _check_before_work(self):
         a = self.args
         if not os.path.isdir(a.model_name_or_path):
             raise TrainingError(f"--model_name_or_path {a.model_name_or_path!r} is not a folder")
@@ -90,9 +90,10 @@ class Trainer:
         os.makedirs(a.output_dir, exist_ok=True)
         if not os.access(a.output_dir, os.W_OK):
             raise TrainingError(f"--output_dir {a.output_dir!r} is not writable")
-        if a.bf16 and not is_ascend():
-            raise TrainingError("--bf16 needs an Ascend device (this CPU has no bf16 kernels); use --fp16 True or "
-                                "fp32 (the default)")
+        try:  # before any work: the policy refuses bf16 where there are no bf16 kernels
+            self.policy = PrecisionPolicy.for_device("fp16" if a.fp16 else "bf16" if a.bf16 else "fp32")
+        except ValueError as e:
+            raise TrainingError(f"--bf16: {e}") from None
 
     def _load_tokenizer(self):
         try:
@@ -150,9 +151,9 @@ class Trainer:
         if a.gradient_checkpointing:
             for layer in layers:
                 layer.recompute()
-        dtype = ms.float16 if a.fp16 else ms.bfloat16 if a.bf16 else ms.float32
+        dtype = self.policy.param_dtype
         if dtype != ms.float32:
-            apply_precision(self.model, PrecisionPolicy(param_dtype=dtype, conv3d_dtype=dtype))
+            apply_precision(self.model, self.policy)
         self.optimizer = AdamW(self.model.trainable_params(), a.weight_decay, (a.adam_beta1, a.adam_beta2),
                                a.adam_epsilon)
         scaler_kind = (a.loss_scaler_type or "dynamic") if a.fp16 else "none"
@@ -226,7 +227,7 @@ class Trainer:
         norm = window["grad_norm"]
         elapsed = max(time.time() - window["start"], 1e-9)
         record = {"step": self.state["global_step"], "epoch": round(self._epoch_float(), 4),
-                  "loss": window["loss"] / max(window["n"], 1) if window["n"] else None,
+                  "loss": window["loss"] / window["n"] if window["n"] else None,
                   "lr": self.lrs[self.state["global_step"] - 1], "grad_norm": norm,
                   "loss_scale": self.scaler.scale, "skipped_steps": window["skipped"],
                   "tokens_per_s": window["tokens"] / elapsed, "samples_per_s": window["samples"] / elapsed}
@@ -248,8 +249,7 @@ class Trainer:
         with open(path, encoding="utf-8") as f:
             lines = [line for line in f if line.strip()
                      and json.loads(line)["step"] <= self.state["global_step"]]
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(lines)
+        atomic_write(path, "".join(lines))
 
     # ---- saving ------------------------------------------------------------------------------------------------
     def _weights(self):
