@@ -9,8 +9,9 @@
 #   OUTPUT_DIR      where the PNGs go (default outputs/image_generation)
 # Extra arguments are passed on, e.g. --guidance-scale 3.0 --top-k 2048 --prompt "another prompt".
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-.venv/bin/python}"
+# No cd: MODEL_PATH, IMAGE, OUTPUT_DIR… are taken relative to where the user runs the script.
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 args=(--mode "${MODE:-graph}" --ratio "${RATIO:-1:1}" --seed "${SEED:-0}"
       --output-dir "${OUTPUT_DIR:-outputs/image_generation}")
 [ -n "${MODEL_PATH:-}" ] && args+=(--model-path "$MODEL_PATH")
@@ -20,4 +21,4 @@ args=(--mode "${MODE:-graph}" --ratio "${RATIO:-1:1}" --seed "${SEED:-0}"
 [ -n "${IMAGE_AREA:-}" ] && args+=(--image-area "$IMAGE_AREA")
 [ -n "${DTYPE:-}" ] && args+=(--dtype "$DTYPE")
 export GLOG_v="${GLOG_v:-3}"
-exec "$PYTHON" scripts/image_generation.py "${args[@]}" "$@"
+exec "$PYTHON" "$REPO"/scripts/image_generation.py "${args[@]}" "$@"

@@ -4,12 +4,13 @@
 #   IMAGE       an image file, or VIDEO_DIR a folder of frames (default: a generated test image)
 #   MODE        pynative | graph (default pynative);  DTYPE fp32 | fp16 | bf16 (default: by device)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-.venv/bin/python}"
+# No cd: MODEL_PATH, IMAGE, OUTPUT_DIR… are taken relative to where the user runs the script.
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 args=(--mode "${MODE:-pynative}" --output-dir "${OUTPUT_DIR:-outputs/reconstruction}")
 [ -n "${MODEL_PATH:-}" ] && args+=(--model-path "$MODEL_PATH")
 [ -n "${IMAGE:-}" ] && args+=(--image "$IMAGE")
 [ -n "${VIDEO_DIR:-}" ] && args+=(--video-dir "$VIDEO_DIR")
 [ -n "${DTYPE:-}" ] && args+=(--dtype "$DTYPE")
 export GLOG_v="${GLOG_v:-3}"
-exec "$PYTHON" scripts/autoencode.py "${args[@]}" "$@"
+exec "$PYTHON" "$REPO"/scripts/autoencode.py "${args[@]}" "$@"

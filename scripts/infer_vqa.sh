@@ -9,8 +9,9 @@
 #   OUTPUT_DIR      if set, the answers are also written to OUTPUT_DIR/answers.txt
 # Extra arguments are passed on, e.g. --image b.png --prompt "What is in the picture?" for a batch.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-.venv/bin/python}"
+# No cd: MODEL_PATH, IMAGE, OUTPUT_DIR… are taken relative to where the user runs the script.
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 args=(--mode "${MODE:-graph}" --max-new-tokens "${MAX_NEW_TOKENS:-1024}" --seed "${SEED:-0}")
 [ -n "${MODEL_PATH:-}" ] && args+=(--model-path "$MODEL_PATH")
 [ -n "${VQ_PATH:-}" ] && args+=(--vq-path "$VQ_PATH")
@@ -21,4 +22,4 @@ args=(--mode "${MODE:-graph}" --max-new-tokens "${MAX_NEW_TOKENS:-1024}" --seed 
 [ -n "${DTYPE:-}" ] && args+=(--dtype "$DTYPE")
 [ -n "${OUTPUT_DIR:-}" ] && args+=(--output-dir "$OUTPUT_DIR")
 export GLOG_v="${GLOG_v:-3}"
-exec "$PYTHON" scripts/multimodal_understanding.py "${args[@]}" "$@"
+exec "$PYTHON" "$REPO"/scripts/multimodal_understanding.py "${args[@]}" "$@"

@@ -7,11 +7,12 @@
 #   OUTPUT_DIR   run folder (default outputs/t2i_sft_single)
 # Extra arguments go to train/train.py and override these defaults, e.g. --fp16 False --max_steps 100.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-.venv/bin/python}"
+# No cd: MODEL_PATH, DATA_PATH and OUTPUT_DIR are taken relative to where the user runs the script.
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 : "${DATA_PATH:?set DATA_PATH to a folder written by train/prepare_vision_data.py}"
 export GLOG_v="${GLOG_v:-3}"
-exec "$PYTHON" train/train.py \
+exec "$PYTHON" "$REPO/train/train.py" \
     --model_name_or_path "${MODEL_PATH:-BAAI/Emu3-Stage1}" --train_data_path "$DATA_PATH" \
     --output_dir "${OUTPUT_DIR:-outputs/t2i_sft_single}" \
     --mode 0 --fp16 True --loss_scaler_type dynamic --init_loss_scale 1024 \

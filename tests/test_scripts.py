@@ -204,3 +204,12 @@ def test_bf16_model_on_cpu_is_refused_by_the_api():
 
     with pytest.raises(ValueError, match="bf16 needs an Ascend device"):
         PrecisionPolicy.for_device("bf16")
+
+
+def test_shell_entry_points_take_paths_relative_to_the_users_folder(saved_model, tmp_path):
+    """MODEL_PATH, IMAGE and OUTPUT_DIR are the user's relative paths (the scripts do not cd into the repository)."""
+    os.symlink(saved_model, tmp_path / "vq")
+    Image.fromarray(np.zeros((96, 96, 3), np.uint8)).save(tmp_path / "a.png")
+    result = _run(["infer_img_rec.sh"], tmp_path, MODEL_PATH="vq", IMAGE="a.png", OUTPUT_DIR="out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out" / "reconstruction.png").is_file()

@@ -187,13 +187,15 @@ def test_unfinished_or_missing_data_and_wrong_task_flags(tmp_path, llm_dir, vqa_
 @pytest.mark.parametrize("script, data", [("t2i_sft_single.sh", "t2i_data"), ("vqa_sft_single.sh", "vqa_data")])
 def test_single_device_scripts_pass_extra_flags_through(request, tmp_path, llm_dir, script, data):
     env = dict(os.environ, MODEL_PATH=llm_dir, DATA_PATH=request.getfixturevalue(data),
-               OUTPUT_DIR=str(tmp_path / "run"), PYTHON=sys.executable)
+               OUTPUT_DIR="run", PYTHON=sys.executable)  # a relative path: the user's folder, not the repository's
     result = subprocess.run(["bash", os.path.join(REPO, "scripts", script), "--max_steps", "1", "--fp16", "False",
                              "--gradient_checkpointing", "False", "--mode", "1", "--image_area", "1024",
-                             "--max_position_embeddings", "96"], capture_output=True, text=True, env=env, timeout=300)
+                             "--max_position_embeddings", "96"], capture_output=True, text=True, env=env, timeout=300,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "step 1/1" in result.stdout and "float32" in result.stdout
     assert (tmp_path / "run" / "model.safetensors").is_file()
     env.pop("DATA_PATH")
-    result = subprocess.run(["bash", os.path.join(REPO, "scripts", script)], capture_output=True, text=True, env=env)
+    result = subprocess.run(["bash", os.path.join(REPO, "scripts", script)], capture_output=True, text=True, env=env,
+                            cwd=tmp_path)
     assert result.returncode != 0 and "set DATA_PATH" in result.stderr
