@@ -40,6 +40,13 @@ class AdamW(nn.Cell):
             Parameter(Tensor(p.asnumpy().astype(np.float32)), name=f"master.{p.name}", requires_grad=False)
             for p, low in zip(self.params, self.has_master) if low)
         self.step = Parameter(Tensor(0.0, ms.float32), name="step", requires_grad=False)
+        # What the mapped update writes: the fp32 master where there is one, else the parameter itself.
+        masters = iter(self.master)
+        self._targets = ms.ParameterTuple(next(masters) if low else p for p, low in zip(self.params, self.has_master))
+        self.low_params = ms.ParameterTuple(p for p, low in zip(self.params, self.has_master) if low)
+        self._decay = tuple(Tensor(d, ms.float32) for d in self.weight_decay)
+        self._beta1, self._beta2, self._eps = (Tensor(x, ms.float32) for x in (self.beta1, self.beta2, self.eps))
+        self.hyper_map = ops.HyperMap()
 
     def state(self):
         """Named optimizer tensors, for checkpoints: {name: Parameter}."""
@@ -61,25 +68,41 @@ class AdamW(nn.Cell):
         ops.assign(self.step, step)
         step_size = lr / (1.0 - ops.pow(Tensor(self.beta1, ms.float32), step))
         bias_correction2_sqrt = ops.sqrt(1.0 - ops.pow(Tensor(self.beta2, ms.float32), step))
-        masters = 0
-        for i in range(len(self.params)):
-            param, m, v = self.params[i], self.exp_avg[i], self.exp_avg_sq[i]
-            if self.has_master[i]:
-                weight = self.master[masters]
-                masters += 1
-            else:
-                weight = param
-            g = grads[i].astype(ms.float32) * grad_scale
-            new_m = m * self.beta1 + g * (1.0 - self.beta1)
-            new_v = v * self.beta2 + g * g * (1.0 - self.beta2)
-            value = weight * (1.0 - lr * self.weight_decay[i])
-            value = value - step_size * new_m / (ops.sqrt(new_v) / bias_correction2_sqrt + self.eps)
-            ops.assign(m, new_m)
-            ops.assign(v, new_v)
-            ops.assign(weight, value)
-            if self.has_master[i]:
-                ops.assign(param, value.astype(param.dtype))
+        # One mapped update per parameter: a Python loop would unroll into nested calls whose depth grows with the
+        # parameter count (a graph of a few hundred parameters exceeds MindSpore's call-depth limit).
+        update = ops.partial(_adamw, self._beta1, self._beta2, self._eps, lr, step_size, bias_correction2_sqrt,
+                             grad_scale)
+        self.hyper_map(update, self._decay, self._targets, self.exp_avg, self.exp_avg_sq, grads)
+        if self.low_params:
+            self.hyper_map(_copy_cast, self.low_params, self.master)
         return step
+
+
+_adamw = ops.MultitypeFuncGraph("adamw")
+
+
+@_adamw.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                 "Tensor", "Tensor")
+def _adamw_one(beta1, beta2, eps, lr, step_size, bias_correction2_sqrt, grad_scale, decay, weight, m, v, grad):
+    g = grad.astype(ms.float32) * grad_scale
+    new_m = m * beta1 + g * (1.0 - beta1)
+    new_v = v * beta2 + g * g * (1.0 - beta2)
+    value = weight * (1.0 - lr * decay)
+    value = value - step_size * new_m / (ops.sqrt(new_v) / bias_correction2_sqrt + eps)
+    ops.assign(m, new_m)
+    ops.assign(v, new_v)
+    ops.assign(weight, value)
+    return True
+
+
+_copy_cast = ops.MultitypeFuncGraph("copy_cast")
+
+
+@_copy_cast.register("Tensor", "Tensor")
+def _copy_cast_one(param, master):
+    """A low-precision parameter takes its fp32 master's new value."""
+    ops.assign(param, master.astype(param.dtype))
+    return True
 
 
 def _zeros_like(param, prefix):

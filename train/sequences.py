@@ -8,7 +8,9 @@
 
 Which tokens are supervised (``labels`` != -100, aligned with ``input_ids`` as in transformers):
 "vision" = the visual tokens only (``--apply_loss_on_only_vision``), "response" = the response and its eos
-(``--apply_loss_on_only_text``), "all" = every real token. Padding is never supervised.
+(``--apply_loss_on_only_text``), "task" = each sample its own task's target: visual tokens of a T2I sample, the
+response of a VQA/text sample (both flags True: one run on T2I and VQA data together, as the tiny world trains),
+"all" = every real token. Padding is never supervised.
 
 Ids are assembled piece by piece (text segments tokenised, special and visual ids placed directly), which equals
 tokenising the whole string because the tokenizer splits text at every special token; ``tests/train`` checks it.
@@ -20,13 +22,12 @@ from emu3.mllm.processing_emu3 import DEFAULT_CHAT_TEMPLATE, DEFAULT_PREFIX_TEMP
 from emu3.mllm.special_tokens import visual_token
 
 IGNORE_INDEX = -100
-SUPERVISION = ("vision", "response", "all")
+SUPERVISION = ("vision", "response", "task", "all")
 
 
 def supervision_from_flags(apply_loss_on_only_vision, apply_loss_on_only_text):
     if apply_loss_on_only_vision and apply_loss_on_only_text:
-        raise ValueError("--apply_loss_on_only_vision and --apply_loss_on_only_text cannot both be True: choose "
-                         "visual tokens only (text-to-image) or the response only (VQA, text)")
+        return "task"  # each sample supervised on its own target: mixed T2I + VQA data
     return "vision" if apply_loss_on_only_vision else "response" if apply_loss_on_only_text else "all"
 
 
@@ -72,7 +73,7 @@ class SequenceBuilder:
         self.check_task("t2i")
         ids = [self.bos] + self.encode(caption) + self.image_ids(grid)
         if self.supervision == "all":
-            return ids, list(ids)
+            return ids, list(ids)  # "vision" and "task" both supervise the visual tokens of a T2I sample
         ids_array = np.asarray(ids)
         visual = (ids_array >= self.first_visual) & (ids_array < self.end_visual)
         return ids, np.where(visual, ids_array, IGNORE_INDEX).tolist()
@@ -87,7 +88,8 @@ class SequenceBuilder:
                       + self.encode(self.chat_middle + question + self.chat_after))
         prompt = [self.bos] + prompt
         answer = self.encode(response) + [self.eos]
-        labels = ([IGNORE_INDEX] * len(prompt) if self.supervision == "response" else list(prompt)) + answer
+        prompt_labels = [IGNORE_INDEX] * len(prompt) if self.supervision in ("response", "task") else list(prompt)
+        labels = prompt_labels + answer
         return prompt + answer, labels
 
     def build(self, record, null_prompt=False):

@@ -90,9 +90,12 @@ def is_visual_token_id(token_id) -> bool:
     return VISUAL_TOKEN_OFFSET <= token_id < VISUAL_TOKEN_OFFSET + CODEBOOK_SIZE
 
 
-def vision_token_lines() -> list:
-    """The lines of the released ``emu3_vision_tokens.txt`` (image token/start/end, then all visual tokens)."""
-    return list(IMAGE_SPECIAL_TOKENS) + [VISUAL_TOKEN_TEMPLATE.format(k) for k in range(CODEBOOK_SIZE)]
+def vision_token_lines(codebook_size: int = CODEBOOK_SIZE) -> list:
+    """The lines of ``emu3_vision_tokens.txt``: image token/start/end, then one visual token per codebook entry
+    (all 32,768 in the released file; a smaller vision tokenizer's codebook for a vocabulary of one's own)."""
+    if not 0 < codebook_size <= CODEBOOK_SIZE:
+        raise ValueError(f"codebook_size must be in [1, {CODEBOOK_SIZE}], got {codebook_size}")
+    return list(IMAGE_SPECIAL_TOKENS) + [VISUAL_TOKEN_TEMPLATE.format(k) for k in range(codebook_size)]
 
 
 def _self_check():

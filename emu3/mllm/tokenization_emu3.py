@@ -37,7 +37,6 @@ from .special_tokens import (
     IMG_TOKEN,
     PAD_TOKEN,
     QWEN_SPECIAL_TOKENS,
-    SPECIAL_START_ID,
 )
 
 VOCAB_FILES_NAMES = {
@@ -179,23 +178,23 @@ class Emu3Tokenizer:
         self.mergeable_ranks = load_tiktoken_bpe(self.vocab_file)
         vision_tokens = load_special_tokens_file(self.special_tokens_file)
 
-        # Specials are numbered from SPECIAL_START_ID in this fixed order (ids are part of the checkpoint's contract).
+        # The BPE ranks must be exactly 0 .. n-1 (dense ids); the specials follow them in this fixed order (ids are
+        # part of the checkpoint's contract): n = 151643 for the released Qwen files, fewer for a small vocabulary
+        # of one's own (the tiny world's), whose specials and visual tokens then sit right after its own ranks.
+        ranks = set(self.mergeable_ranks.values())
+        if not ranks or ranks != set(range(len(self.mergeable_ranks))) or len(ranks) < 256:
+            span = f"ranks {min(ranks)}..{max(ranks)}" if ranks else "no ranks"
+            raise ValueError(
+                f"inconsistent Emu3 vocabulary: {self.vocab_file} holds {len(self.mergeable_ranks)} BPE tokens ({span});"
+                " it must hold exactly the ranks 0..n-1 (n = 151643 for the released Qwen vocabulary), including "
+                "all 256 single bytes."
+            )
+        self.special_start_id = len(self.mergeable_ranks)
         special_list = list(QWEN_SPECIAL_TOKENS) + vision_tokens
-        self.special_tokens = {tok: SPECIAL_START_ID + i for i, tok in enumerate(special_list)}
+        self.special_tokens = {tok: self.special_start_id + i for i, tok in enumerate(special_list)}
         if len(self.special_tokens) != len(special_list):
             dups = [t for t, n in collections.Counter(special_list).items() if n > 1][:5]
             raise ValueError(f"{self.special_tokens_file}: duplicated special tokens, e.g. {dups}")
-
-        # The BPE ranks must be exactly 0 .. SPECIAL_START_ID-1 so that ids are dense and specials do not collide;
-        # then len(ranks) + len(specials) is the vocabulary size (184622 for the released files).
-        ranks = set(self.mergeable_ranks.values())
-        if len(self.mergeable_ranks) != SPECIAL_START_ID or ranks != set(range(SPECIAL_START_ID)):
-            span = f"ranks {min(ranks)}..{max(ranks)}" if ranks else "no ranks"
-            raise ValueError(
-                f"inconsistent Emu3 vocabulary: {self.vocab_file} holds {len(self.mergeable_ranks)} BPE tokens ({span}) "
-                f"but the {len(self.special_tokens)} special tokens start at id {SPECIAL_START_ID}; it must hold "
-                f"exactly the ranks 0..{SPECIAL_START_ID - 1} of the Qwen vocabulary."
-            )
         self._build_encoding()
 
         # Id -> token (bytes for BPE tokens, str for specials), for tokenize / convert_ids_to_tokens.
@@ -299,7 +298,7 @@ class Emu3Tokenizer:
         atomic_write(vocab_path, b"".join(base64.b64encode(tok) + b" %d\n" % rank for tok, rank in by_rank))
 
         special_path = os.path.join(save_directory, VOCAB_FILES_NAMES["special_tokens_file"])
-        first_vision_id = SPECIAL_START_ID + len(QWEN_SPECIAL_TOKENS)
+        first_vision_id = self.special_start_id + len(QWEN_SPECIAL_TOKENS)
         vision = [tok for tok, i in sorted(self.special_tokens.items(), key=lambda kv: kv[1]) if i >= first_vision_id]
         atomic_write(special_path, "".join(tok + "\n" for tok in vision))
         return vocab_path, special_path
@@ -551,7 +550,8 @@ class Emu3Tokenizer:
 
     # ---- decoding ------------------------------------------------------------------------------------------------
     def decode(self, token_ids, skip_special_tokens: bool = False, errors: Optional[str] = None, **kwargs) -> str:
-        """Ids -> text. With ``skip_special_tokens`` every id >= 151643 (specials and visual tokens) is dropped.
+        """Ids -> text. With ``skip_special_tokens`` every id from the first special on (151643 in the released
+        vocabulary: specials and visual tokens) is dropped.
         Invalid UTF-8 (e.g. a cut multi-byte character) becomes U+FFFD with the default errors="replace".
         Other keyword arguments (e.g. ``clean_up_tokenization_spaces``) are accepted and ignored, as in the original."""
         ids = _to_id_list(token_ids)

@@ -16,7 +16,8 @@ import shutil
 import sys
 import tempfile
 
-from emu3.mllm.special_tokens import NUM_BPE_TOKENS, vision_token_lines
+from emu3.atomic import umask_mode
+from emu3.mllm.special_tokens import CODEBOOK_SIZE, NUM_BPE_TOKENS, vision_token_lines
 from emu3.mllm.tokenization_emu3 import VOCAB_FILES_NAMES, Emu3Tokenizer, load_tiktoken_bpe
 
 DASHSCOPE_REQUIREMENT = "dashscope==2.0.2"
@@ -45,17 +46,23 @@ def _check_qwen_vocabulary(path):
 
 
 def build_tokenizer_files(out_dir, qwen_tiktoken_path=None) -> str:
-    """Write ``emu3.tiktoken``, ``emu3_vision_tokens.txt`` and ``tokenizer_config.json`` into ``out_dir``.
+    """Write the released tokenizer files (``emu3.tiktoken`` = Qwen's BPE, ``emu3_vision_tokens.txt`` with 32,768
+    visual tokens, ``tokenizer_config.json``) into ``out_dir``; see :func:`write_tokenizer_folder`."""
+    src = os.fspath(qwen_tiktoken_path) if qwen_tiktoken_path is not None else find_qwen_tiktoken()
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"Qwen vocabulary file not found: {src}")
+    _check_qwen_vocabulary(src)
+    return write_tokenizer_folder(out_dir, src, CODEBOOK_SIZE)
+
+
+def write_tokenizer_folder(out_dir, bpe_path, codebook_size) -> str:
+    """Write a tokenizer folder in the released format from any BPE file: ``bpe_path`` becomes ``emu3.tiktoken``,
+    the specials and ``codebook_size`` visual tokens follow its ranks.
 
     Everything is first written and validated (by loading an ``Emu3Tokenizer``) in a temporary sibling folder; then
     the folder is renamed into place, or, if ``out_dir`` already exists (e.g. a model folder), each file is moved in
     with an atomic ``os.replace``. A failure therefore never leaves a half-written folder or file. Returns ``out_dir``.
     """
-    src = os.fspath(qwen_tiktoken_path) if qwen_tiktoken_path is not None else find_qwen_tiktoken()
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"Qwen vocabulary file not found: {src}")
-    _check_qwen_vocabulary(src)
-
     out_dir = os.path.abspath(os.fspath(out_dir))
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -63,14 +70,14 @@ def build_tokenizer_files(out_dir, qwen_tiktoken_path=None) -> str:
     try:
         vocab_path = os.path.join(tmp_dir, VOCAB_FILES_NAMES["vocab_file"])
         special_path = os.path.join(tmp_dir, VOCAB_FILES_NAMES["special_tokens_file"])
-        shutil.copyfile(src, vocab_path)
+        shutil.copyfile(bpe_path, vocab_path)
         with open(special_path, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in vision_token_lines()))
-        # Loading the tokenizer checks the whole folder (vocabulary size 184622, special ids) before publishing it.
+            f.write("".join(line + "\n" for line in vision_token_lines(codebook_size)))
+        # Loading the tokenizer checks the whole folder (dense ranks, special ids) before publishing it.
         Emu3Tokenizer(vocab_path, special_path).save_tokenizer_config(tmp_dir)
 
         if not os.path.exists(out_dir):
-            os.chmod(tmp_dir, 0o755)  # mkdtemp creates 0700
+            os.chmod(tmp_dir, umask_mode(directory=True))  # mkdtemp creates 0700
             os.rename(tmp_dir, out_dir)
         else:
             if not os.path.isdir(out_dir):

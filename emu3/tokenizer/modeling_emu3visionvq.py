@@ -289,7 +289,8 @@ class Decoder(nn.Cell):
 
 
 class VectorQuantizer(nn.Cell):
-    """Nearest-codebook-entry quantisation (inference only: no straight-through, no commitment loss)."""
+    """Nearest-codebook-entry quantisation (the straight-through estimator and the codebook/commitment losses of
+    training are applied from outside: ``train/vq_training.py``)."""
 
     # Distances are tiny differences of sums of squares: kept in fp32 even in a bf16 model so codes stay exact.
     precision_role = "fp32"
@@ -367,9 +368,7 @@ class Emu3VisionVQModel(PreTrainedModel):
     # ---- compute (what graph mode compiles) -----------------------------------------------------------------
 
     def _encode(self, pixel_values, frames_out=None):
-        h = self.encoder(pixel_values, frames_out)  # (B, T/4, C, h, w)
-        h = self.quant_conv(h.transpose(0, 2, 1, 3, 4)).transpose(0, 2, 1, 3, 4)
-        return self.quantize(h)
+        return self.quantize(self.encode_latents(pixel_values, frames_out))
 
     def _encode_image(self, pixel_values):
         b, c, h, w = pixel_values.shape
@@ -377,8 +376,19 @@ class Emu3VisionVQModel(PreTrainedModel):
 
     def _decode(self, codes, first_frame_only=False):
         b, t, h, w = codes.shape
-        quant = self.quantize.lookup(codes).reshape(b, t, h, w, -1).transpose(0, 4, 1, 2, 3)  # (B, C, t, h, w)
-        quant = quant.astype(self.compute_dtype)
+        quant = self.quantize.lookup(codes).reshape(b, t, h, w, -1).transpose(0, 1, 4, 2, 3)  # (B, t, C, h, w)
+        return self.decode_latents(quant, first_frame_only)
+
+    def encode_latents(self, pixel_values, frames_out=None):
+        """Frames (B, T, 3, H, W) -> the continuous latents before quantisation, (B, T'/4, C, h, w) (T' as in
+        ``Encoder``); what vision-tokenizer training quantises with a straight-through estimator."""
+        h = self.encoder(pixel_values, frames_out)
+        return self.quant_conv(h.transpose(0, 2, 1, 3, 4)).transpose(0, 2, 1, 3, 4)
+
+    def decode_latents(self, quant, first_frame_only=False):
+        """Quantised latents (B, t, C, h, w) -> frames (B, 4t or 1, 3, 8h, 8w)."""
+        b, t, _, h, w = quant.shape
+        quant = quant.astype(self.compute_dtype).transpose(0, 2, 1, 3, 4)  # (B, C, t, h, w) for the causal conv
         post_quant = self.post_quant_conv(quant)
         frames = self.decoder(post_quant.transpose(0, 2, 1, 3, 4), quant.transpose(0, 2, 1, 3, 4), first_frame_only)
         factor = self.spatial_scale_factor

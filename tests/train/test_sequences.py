@@ -84,8 +84,7 @@ def test_supervision_flags_and_task_mismatches(tokenizer):
     assert supervision_from_flags(True, False) == "vision"
     assert supervision_from_flags(False, True) == "response"
     assert supervision_from_flags(False, False) == "all"
-    with pytest.raises(ValueError, match="cannot both be True"):
-        supervision_from_flags(True, True)
+    assert supervision_from_flags(True, True) == "task"
     with pytest.raises(ValueError, match="apply_loss_on_only_text True"):
         SequenceBuilder(tokenizer, "vision").chat("q", "a", GRID)
     with pytest.raises(ValueError, match="apply_loss_on_only_vision True"):

@@ -1,0 +1,102 @@
+"""Training the vision tokenizer for reconstruction (what the original release never published).
+
+The model stays the plain ``Emu3VisionVQModel``; training wraps it from outside: encode to continuous latents,
+quantise to the nearest codebook entry, and let gradients pass the quantiser with the straight-through estimator
+(z + sg(e - z)), as VQ-VAE / MoVQ:
+
+    loss = |x - decode(z_q)|  +  codebook_weight * |sg(z) - e|^2  +  commitment_weight * |z - sg(e)|^2
+
+Images are single frames: encoded as a clip of identical frames (the tokenizer's image path) and decoded to frame 0.
+Two codebook practices keep every code in use on a small dataset (they are host-side and cheap): the codebook is
+initialised from encoder latents of the first batch, and codes unused for ``restart_every`` steps are moved onto
+latents of the current batch.
+"""
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+RECONSTRUCTION_LOSSES = ("l1", "l2")
+
+
+class VQTrainingLoss(nn.Cell):
+    """pixels (B, 3, H, W) in [-1, 1] -> (total loss, (reconstruction, codebook, commitment, codes, latents))."""
+
+    def __init__(self, model, codebook_weight=1.0, commitment_weight=0.25, reconstruction="l1"):
+        super().__init__()
+        if reconstruction not in RECONSTRUCTION_LOSSES:
+            raise ValueError(f"reconstruction loss must be one of {RECONSTRUCTION_LOSSES}, got {reconstruction!r}")
+        self.model = model
+        self.codebook_weight = float(codebook_weight)
+        self.commitment_weight = float(commitment_weight)
+        self.l1 = reconstruction == "l1"
+        self.frames = model.config.temporal_downsample_factor
+
+    def construct(self, pixels):
+        b, c, h, w = pixels.shape
+        z = self.model.encode_latents(pixels.reshape(b, 1, c, h, w), self.frames).astype(ms.float32)  # (B,1,C,h,w)
+        codes = self.model.quantize(z)  # nearest entries: no gradient flows through the argmin
+        e = self.model.quantize.lookup(codes).reshape(z.shape[0], z.shape[1], z.shape[3], z.shape[4], z.shape[2])
+        e = e.transpose(0, 1, 4, 2, 3)
+        codebook = ((e - ops.stop_gradient(z)) ** 2).mean()
+        commitment = ((z - ops.stop_gradient(e)) ** 2).mean()
+        z_q = z + ops.stop_gradient(e - z)  # straight-through: forward e, backward identity to z
+        recon = self.model.decode_latents(z_q, True)[:, 0].astype(ms.float32)
+        diff = recon - pixels.astype(ms.float32)
+        reconstruction = ops.abs(diff).mean() if self.l1 else (diff ** 2).mean()
+        total = reconstruction + self.codebook_weight * codebook + self.commitment_weight * commitment
+        return total, (reconstruction, codebook, commitment, codes, z)
+
+
+class CodebookKeeper:
+    """Host-side codebook upkeep: data-dependent initialisation and restart of codes that went unused."""
+
+    def __init__(self, codebook, restart_every=50, seed=0):
+        self.codebook = codebook  # the Parameter (K, C)
+        self.restart_every = int(restart_every)
+        self.usage = np.zeros(codebook.shape[0], np.int64)
+        self.rng = np.random.default_rng(seed)
+
+    def _latent_rows(self, latents):
+        z = latents.asnumpy() if isinstance(latents, Tensor) else np.asarray(latents)
+        return z.transpose(0, 1, 3, 4, 2).reshape(-1, z.shape[2])  # (B*t*h*w, C), as the quantiser flattens
+
+    def initialise(self, latents):
+        """Codebook := random latents of a batch (plus a little noise so repeats differ)."""
+        rows = self._latent_rows(latents)
+        k = self.codebook.shape[0]
+        picked = rows[self.rng.choice(len(rows), k, replace=len(rows) < k)]
+        picked = picked + self.rng.normal(0, 0.01 * (rows.std() + 1e-6), picked.shape)
+        self.codebook.set_data(Tensor(picked.astype(np.float32)))
+
+    def observe(self, codes, latents, step):
+        """Count code usage; every ``restart_every`` steps move the unused codes onto current latents.
+        Returns the number of codes restarted."""
+        self.usage += np.bincount(codes.asnumpy().reshape(-1), minlength=len(self.usage))
+        if self.restart_every <= 0 or step % self.restart_every:
+            return 0
+        dead = np.flatnonzero(self.usage == 0)
+        self.usage[:] = 0
+        if not len(dead):
+            return 0
+        rows = self._latent_rows(latents)
+        table = self.codebook.asnumpy().copy()
+        table[dead] = rows[self.rng.choice(len(rows), len(dead), replace=len(rows) < len(dead))]
+        self.codebook.set_data(Tensor(table))
+        return len(dead)
+
+
+def codebook_usage(codes, codebook_size):
+    """Fraction of the codebook used by ``codes`` and the perplexity of their distribution."""
+    counts = np.bincount(np.asarray(codes).reshape(-1), minlength=codebook_size).astype(np.float64)
+    p = counts / max(counts.sum(), 1.0)
+    nz = p[p > 0]
+    return float((counts > 0).mean()), float(np.exp(-(nz * np.log(nz)).sum()))
+
+
+def psnr(reference, reconstruction):
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2), averaged over the batch."""
+    ref, rec = np.asarray(reference, np.float64), np.clip(np.asarray(reconstruction, np.float64), -1, 1)
+    mse = ((ref - rec) ** 2).reshape(len(ref), -1).mean(axis=1)
+    return float(np.mean(10 * np.log10(4.0 / np.maximum(mse, 1e-12))))
