@@ -37,3 +37,29 @@ def test_small_vocabulary_in_the_released_format(tmp_path):
     text = "a large yellow triangle on a black background"
     ids = tok.encode(text)
     assert tok.decode(ids) == text and len(ids) < len(text.split()) * 2
+
+
+def test_vq_training_loss_reaches_the_encoder_through_the_quantiser():
+    import mindspore as ms
+
+    from emu3.tokenizer import Emu3VisionVQConfig, Emu3VisionVQModel
+    from train.vq_training import CodebookKeeper, VQTrainingLoss, codebook_usage
+
+    config = Emu3VisionVQConfig(codebook_size=16, ch=32, ch_mult=[1, 1, 1, 1], num_res_blocks=1, attn_resolutions=[])
+    model = Emu3VisionVQModel(config)
+    model.set_train(True)
+    loss = VQTrainingLoss(model)
+    pixels = ms.Tensor(np.random.default_rng(0).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32))
+    keeper = CodebookKeeper(model.quantize.embedding.weight, restart_every=1)
+    keeper.initialise(model.encode_latents(pixels.reshape(2, 1, 3, 16, 16), 4))
+    params = model.trainable_params()
+    (total, (rec, codebook, commitment, codes, latents)), grads = ms.value_and_grad(
+        loss, None, params, has_aux=True)(pixels)
+    named = {p.name.split("model.", 1)[-1]: g for p, g in zip(params, grads)}  # the loss Cell may prefix names
+    assert np.isfinite(float(total)) and float(total) > float(rec) > 0
+    # straight-through: the reconstruction reaches the encoder's first conv; the codebook loss reaches the codebook
+    assert np.abs(named["encoder.conv_in.weight"].asnumpy()).sum() > 0
+    assert np.abs(named["quantize.embedding.weight"].asnumpy()).sum() > 0
+    used, _ = codebook_usage(codes.asnumpy(), 16)
+    restarted = keeper.observe(codes, latents, step=1)
+    assert restarted == round((1 - used) * 16)  # every unused code was moved onto a latent
