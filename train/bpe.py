@@ -1,4 +1,5 @@
-"""Learn a small byte-level BPE vocabulary in the released ``emu3.tiktoken`` format.
+"""Learn a small byte-level BPE vocabulary for the released ``emu3.tiktoken`` format (write it with
+``emu3.mllm.tokenization_emu3.write_tiktoken_bpe``).
 
 Emu3's text vocabulary is Qwen's 151,643 BPE ranks. A model trained from scratch on a small language (the tiny
 world's captions and questions) learns faster with a vocabulary of its own: the 256 single bytes, then merges learned
@@ -6,12 +7,10 @@ from the corpus, split into pieces by the same pre-tokenisation regex as Qwen's,
 exactly as with the released file (tiktoken merges the lowest-ranked pair first, which replays the learned order).
 """
 
-import base64
 import collections
 
 import regex
 
-from emu3.atomic import atomic_write
 from emu3.mllm.tokenization_emu3 import PAT_STR
 
 
@@ -46,8 +45,3 @@ def _merge(word, pair, merged):
             i += 1
     return tuple(out)
 
-
-def write_tiktoken(path, ranks):
-    """``<base64 token> <rank>`` per line, by rank: the format of ``emu3.tiktoken``."""
-    lines = sorted(ranks.items(), key=lambda kv: kv[1])
-    atomic_write(path, b"".join(base64.b64encode(tok) + b" %d\n" % rank for tok, rank in lines))

@@ -30,8 +30,9 @@ class AdamW(nn.Cell):
     def __init__(self, params, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8):
         super().__init__()
         self.params = ms.ParameterTuple(params)
-        self.weight_decay = tuple(float(weight_decay) if decays(p.name) else 0.0 for p in self.params)
-        self.beta1, self.beta2, self.eps = float(betas[0]), float(betas[1]), float(eps)
+        # Per-parameter decay (HF's groups) and the hyper-parameters as fp32 tensors, the mapped update's operands.
+        self._decay = tuple(Tensor(float(weight_decay) if decays(p.name) else 0.0, ms.float32) for p in self.params)
+        self._beta1, self._beta2, self._eps = (Tensor(float(x), ms.float32) for x in (betas[0], betas[1], eps))
         self.exp_avg = ms.ParameterTuple(_zeros_like(p, "exp_avg") for p in self.params)
         self.exp_avg_sq = ms.ParameterTuple(_zeros_like(p, "exp_avg_sq") for p in self.params)
         # fp32 copies of low-precision weights: updates smaller than their ulp must not be lost.
@@ -44,8 +45,6 @@ class AdamW(nn.Cell):
         masters = iter(self.master)
         self._targets = ms.ParameterTuple(next(masters) if low else p for p, low in zip(self.params, self.has_master))
         self.low_params = ms.ParameterTuple(p for p, low in zip(self.params, self.has_master) if low)
-        self._decay = tuple(Tensor(d, ms.float32) for d in self.weight_decay)
-        self._beta1, self._beta2, self._eps = (Tensor(x, ms.float32) for x in (self.beta1, self.beta2, self.eps))
         self.hyper_map = ops.HyperMap()
 
     def state(self):
@@ -59,15 +58,14 @@ class AdamW(nn.Cell):
 
     def master_weights(self):
         """{parameter name: fp32 value} of every optimised parameter (the exported model's weights)."""
-        masters = iter(self.master)
-        return {p.name: (next(masters) if low else p) for p, low in zip(self.params, self.has_master)}
+        return {p.name: target for p, target in zip(self.params, self._targets)}
 
     def construct(self, grads, lr, grad_scale):
         """One update with ``grads * grad_scale`` (the clipping coefficient, folded into the update's pass)."""
         step = self.step + 1.0
         ops.assign(self.step, step)
-        step_size = lr / (1.0 - ops.pow(Tensor(self.beta1, ms.float32), step))
-        bias_correction2_sqrt = ops.sqrt(1.0 - ops.pow(Tensor(self.beta2, ms.float32), step))
+        step_size = lr / (1.0 - ops.pow(self._beta1, step))
+        bias_correction2_sqrt = ops.sqrt(1.0 - ops.pow(self._beta2, step))
         # One mapped update per parameter: a Python loop would unroll into nested calls whose depth grows with the
         # parameter count (a graph of a few hundred parameters exceeds MindSpore's call-depth limit).
         update = ops.partial(_adamw, self._beta1, self._beta2, self._eps, lr, step_size, bias_correction2_sqrt,

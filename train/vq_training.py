@@ -17,6 +17,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from emu3 import metrics
+
 RECONSTRUCTION_LOSSES = ("l1", "l2")
 
 
@@ -96,7 +98,7 @@ def codebook_usage(codes, codebook_size):
 
 
 def psnr(reference, reconstruction):
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2), averaged over the batch."""
-    ref, rec = np.asarray(reference, np.float64), np.clip(np.asarray(reconstruction, np.float64), -1, 1)
-    mse = ((ref - rec) ** 2).reshape(len(ref), -1).mean(axis=1)
-    return float(np.mean(10 * np.log10(4.0 / np.maximum(mse, 1e-12))))
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2; the reconstruction clipped to that range), averaged over the
+    batch."""
+    return float(np.mean([metrics.psnr(ref, np.clip(rec, -1, 1), data_range=2.0)
+                          for ref, rec in zip(np.asarray(reference), np.asarray(reconstruction))]))

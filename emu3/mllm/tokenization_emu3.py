@@ -100,6 +100,12 @@ def load_tiktoken_bpe(path) -> Dict[bytes, int]:
     return ranks
 
 
+def write_tiktoken_bpe(path, ranks):
+    """The inverse of :func:`load_tiktoken_bpe`: ``<base64 token> <rank>`` per line, by rank, written atomically."""
+    by_rank = sorted(ranks.items(), key=lambda kv: kv[1])
+    atomic_write(path, b"".join(base64.b64encode(tok) + b" %d\n" % rank for tok, rank in by_rank))
+
+
 def load_special_tokens_file(path) -> List[str]:
     """The non-empty, stripped lines of ``emu3_vision_tokens.txt``."""
     _require_file(path, "special-tokens file (emu3_vision_tokens.txt)")
@@ -182,7 +188,7 @@ class Emu3Tokenizer:
         # part of the checkpoint's contract): n = 151643 for the released Qwen files, fewer for a small vocabulary
         # of one's own (the tiny world's), whose specials and visual tokens then sit right after its own ranks.
         ranks = set(self.mergeable_ranks.values())
-        if not ranks or ranks != set(range(len(self.mergeable_ranks))) or len(ranks) < 256:
+        if len(ranks) < 256 or ranks != set(range(len(self.mergeable_ranks))):
             span = f"ranks {min(ranks)}..{max(ranks)}" if ranks else "no ranks"
             raise ValueError(
                 f"inconsistent Emu3 vocabulary: {self.vocab_file} holds {len(self.mergeable_ranks)} BPE tokens ({span});"
@@ -294,8 +300,7 @@ class Emu3Tokenizer:
     def save_vocabulary(self, save_directory) -> tuple:
         """Write ``emu3.tiktoken`` and ``emu3_vision_tokens.txt`` (every special after the fixed Qwen ones)."""
         vocab_path = os.path.join(save_directory, VOCAB_FILES_NAMES["vocab_file"])
-        by_rank = sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])
-        atomic_write(vocab_path, b"".join(base64.b64encode(tok) + b" %d\n" % rank for tok, rank in by_rank))
+        write_tiktoken_bpe(vocab_path, self.mergeable_ranks)
 
         special_path = os.path.join(save_directory, VOCAB_FILES_NAMES["special_tokens_file"])
         first_vision_id = self.special_start_id + len(QWEN_SPECIAL_TOKENS)

@@ -89,3 +89,13 @@ def test_supervision_flags_and_task_mismatches(tokenizer):
         SequenceBuilder(tokenizer, "vision").chat("q", "a", GRID)
     with pytest.raises(ValueError, match="apply_loss_on_only_vision True"):
         SequenceBuilder(tokenizer, "response").t2i("c", GRID)
+
+
+def test_task_supervision_gives_each_sample_its_own_target(tokenizer):
+    """Both flags True (mixed T2I + VQA data): a T2I sample as with "vision", a VQA sample as with "response"."""
+    task = SequenceBuilder(tokenizer, "task")
+    assert task.t2i("a red square", GRID) == SequenceBuilder(tokenizer, "vision").t2i("a red square", GRID)
+    question, answer = "What colour is the shape?", "red"
+    assert task.chat(question, answer, GRID) == SequenceBuilder(tokenizer, "response").chat(question, answer, GRID)
+    for name in ("t2i", "vqa"):
+        task.check_task(name)  # neither task is refused

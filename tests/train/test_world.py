@@ -5,7 +5,8 @@ import numpy as np
 
 from emu3.mllm import Emu3Tokenizer
 from emu3.mllm.tokenizer_files import write_tokenizer_folder
-from train.bpe import learn_bpe, write_tiktoken
+from emu3.mllm.tokenization_emu3 import write_tiktoken_bpe
+from train.bpe import learn_bpe
 from train.world import checker, shapes
 
 
@@ -27,7 +28,7 @@ def test_small_vocabulary_in_the_released_format(tmp_path):
     texts = [shapes.caption(*a) for a in shapes.attributes()] + list(shapes.QUESTIONS.values())
     ranks = learn_bpe(texts, 150)
     assert 256 < len(ranks) <= 256 + 150 and sorted(ranks.values()) == list(range(len(ranks)))  # stops when every word is one token
-    write_tiktoken(tmp_path / "bpe.tiktoken", ranks)
+    write_tiktoken_bpe(tmp_path / "bpe.tiktoken", ranks)
     folder = write_tokenizer_folder(tmp_path / "tok", tmp_path / "bpe.tiktoken", codebook_size=64)
     tok = Emu3Tokenizer.from_pretrained(folder)
     # specials start right after the ranks; 3 image specials + 64 visual tokens end the vocabulary
