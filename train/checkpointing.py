@@ -83,19 +83,20 @@ def save_checkpoint(output_dir, step, weights, config, tokenizer, optimizer_stat
     return final
 
 
-def check_resumable(path, config):
-    """Raise ValueError unless ``path`` is a complete checkpoint of a model with ``config``'s architecture."""
+def check_resumable(path, config, fields=ARCHITECTURE_FIELDS):
+    """Raise ValueError unless ``path`` is a complete checkpoint of a model with ``config``'s architecture
+    (the config ``fields`` that must agree)."""
     state_path = os.path.join(path, STATE_FILE)
     if not os.path.isfile(state_path):
         raise ValueError(f"--resume {path!r} is not a complete checkpoint (no {STATE_FILE}); pass a checkpoint-"
-                         "{step} folder written by train.py")
+                         "{step} folder written by the training script")
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
         saved = json.load(f)
-    differ = [f"{k} {saved.get(k)} vs {getattr(config, k)}" for k in ARCHITECTURE_FIELDS
+    differ = [f"{k} {saved.get(k)} vs {getattr(config, k)}" for k in fields
               if saved.get(k) != getattr(config, k)]
     if differ:
         raise ValueError(f"checkpoint {path!r} was trained with another model config ({'; '.join(differ)}; "
-                         "checkpoint vs --model_name_or_path): resume with the same model, or start a new "
+                         "checkpoint vs this run): resume with the same model, or start a new "
                          "--output_dir")
 
 

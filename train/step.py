@@ -20,6 +20,21 @@ def token_loss_sum(logits, targets):
                              ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+def clipped_update(optimizer, max_grad_norm, lr, loss_scale, grads):
+    """Unscale, clip to the global norm (torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), never
+    up; ``max_grad_norm`` 0 = off) and apply ``optimizer``; returns the global norm before clipping."""
+    grads = tuple(g.astype(ms.float32) / loss_scale for g in grads)
+    squares = Tensor(0.0, ms.float32)
+    for g in grads:
+        squares = squares + ops.reduce_sum(g * g)
+    norm = ops.sqrt(squares)
+    coef = Tensor(1.0, ms.float32)
+    if max_grad_norm > 0:
+        coef = ops.minimum(max_grad_norm / (norm + 1e-6), 1.0)
+    optimizer(grads, lr, coef)
+    return norm
+
+
 class TrainStep:
     """``step(micro_batches, lr, loss_scale)`` -> (loss, grad_norm, finite, supervised tokens) of one optimizer step.
 
@@ -78,17 +93,7 @@ class TrainStep:
         return ms.amp.all_finite(grads) if self.guard_overflow else Tensor(True)
 
     def _apply(self, lr, loss_scale, *grads):
-        grads = tuple(g.astype(ms.float32) / loss_scale for g in grads)
-        squares = Tensor(0.0, ms.float32)
-        for g in grads:
-            squares = squares + ops.reduce_sum(g * g)
-        norm = ops.sqrt(squares)
-        coef = Tensor(1.0, ms.float32)
-        if self.max_grad_norm > 0:
-            # torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), never up.
-            coef = ops.minimum(self.max_grad_norm / (norm + 1e-6), 1.0)
-        self.optimizer(grads, lr, coef)
-        return norm
+        return clipped_update(self.optimizer, self.max_grad_norm, lr, loss_scale, grads)
 
     # ---- one optimizer step ----------------------------------------------------------------------------------
     def step(self, micro_batches, lr, loss_scale=1.0):

@@ -80,3 +80,24 @@ def upsample_nearest(x, factors):
         target += [size, factor]
         final.append(size * factor)
     return ops.broadcast_to(x.reshape(tuple(expanded)), tuple(target)).reshape(tuple(final))
+
+
+def zero_pad(x, padding):
+    """Zero padding with ``ops.pad``'s argument order ((last axis before, after), (the axis before it …), …).
+
+    Built from concatenations rather than ``ops.pad``: the result is the same, but the backward of ``ops.pad`` is
+    the PadV3Grad kernel, which on MindSpore 2.10's CPU stops returning after ~17 runs of a compiled training
+    graph (the vision tokenizer's training step hung on its 18th run); a concatenation's backward is slicing.
+    """
+    for i in range(len(padding) // 2):
+        axis = x.ndim - 1 - i
+        before, after = padding[2 * i], padding[2 * i + 1]
+        parts = []
+        if before:
+            parts.append(ops.zeros(x.shape[:axis] + (before,) + x.shape[axis + 1:], x.dtype))
+        parts.append(x)
+        if after:
+            parts.append(ops.zeros(x.shape[:axis] + (after,) + x.shape[axis + 1:], x.dtype))
+        if len(parts) > 1:
+            x = ops.cat(parts, axis=axis)
+    return x

@@ -16,7 +16,7 @@ from mindspore.common.initializer import Uniform, initializer
 from ..device import FusedJit
 from ..modeling_utils import PreTrainedModel
 from ..nn.conv import Conv2d, Conv3d
-from ..nn.layers import BatchNorm3d, GroupNorm, upsample_nearest
+from ..nn.layers import BatchNorm3d, GroupNorm, upsample_nearest, zero_pad
 from .configuration_emu3visionvq import Emu3VisionVQConfig
 
 
@@ -32,12 +32,12 @@ class CausalConv3d(nn.Cell):
         kernel_size = (kernel_size,) * 3 if isinstance(kernel_size, int) else tuple(kernel_size)
         stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
         pad_h, pad_w = (k - s for k, s in zip(kernel_size[1:], stride[1:]))
-        # ops.pad takes pairs from the last axis backwards: (W before, W after, H…, T…).
+        # Pairs from the last axis backwards: (W before, W after, H…, T…).
         self.padding = (pad_w - pad_w // 2, pad_w // 2, pad_h - pad_h // 2, pad_h // 2, 2, 0)
         self.conv = Conv3d(in_channels, out_channels, kernel_size, stride=stride)
 
     def construct(self, x):
-        return self.conv(ops.pad(x, self.padding))
+        return self.conv(zero_pad(x, self.padding))
 
 
 class ResnetTemporalBlock(nn.Cell):
@@ -148,7 +148,7 @@ class Downsample(nn.Cell):
 
     def construct(self, x):
         # Asymmetric zero padding (right and bottom only), as the released model was trained with.
-        return self.conv(ops.pad(x, (0, 1, 0, 1)))
+        return self.conv(zero_pad(x, (0, 1, 0, 1)))
 
 
 class Upsample(nn.Cell):

@@ -32,3 +32,21 @@ def test_im2col_chunks_large_batches(monkeypatch, rng):
 def test_parameters_use_pytorch_names_and_layout():
     names = {n: tuple(p.shape) for n, p in Conv2d(2, 7, 3).parameters_and_names()}
     assert names == {"weight": (7, 2, 3, 3), "bias": (7,)}
+
+
+def test_zero_pad_is_ops_pad_with_slicing_gradients():
+    import mindspore as ms
+    from mindspore import ops
+
+    from emu3.nn.layers import zero_pad
+
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(2, 3, 4, 5, 6)).astype(np.float32))
+    for padding in ((0, 1, 0, 1), (1, 0, 2, 1, 2, 0)):
+        np.testing.assert_array_equal(zero_pad(x, padding).asnumpy(), ops.pad(x, padding).asnumpy())
+        weight = ms.Tensor(np.random.default_rng(1).normal(size=zero_pad(x, padding).shape).astype(np.float32))
+        grad = ms.grad(lambda t: (zero_pad(t, padding) * weight).sum())(x).asnumpy()
+        w = weight.asnumpy()
+        inner = w[..., padding[2]:w.shape[-2] - padding[3], padding[0]:w.shape[-1] - padding[1]]
+        if len(padding) == 6:
+            inner = inner[:, :, padding[4]:inner.shape[2] - padding[5]]
+        np.testing.assert_array_equal(grad, inner)

@@ -1,0 +1,81 @@
+"""train/train_vision_tokenizer.py as users run it: from a config, on a folder of pictures; checkpoints that resume
+to the same weights as an uninterrupted run; a final folder the inference side loads."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from train import train_vision_tokenizer
+from train.world import shapes
+
+pytestmark = pytest.mark.slow
+
+CONFIG = dict(codebook_size=16, embed_dim=4, z_channels=4, ch=32, ch_mult=[1, 1, 1, 1], num_res_blocks=1,
+              attn_resolutions=[], temporal_downsample_factor=4, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(0)
+    for i, attrs in enumerate(shapes.attributes()[:12]):
+        record = shapes.sample(rng, *attrs)
+        shapes.render(*attrs, record["x"], record["y"]).resize((32, 32)).save(folder / f"{i:02d}.png")
+    (folder / "notes.txt").write_text("not a picture")
+    config = tmp_path_factory.mktemp("config") / "vq.json"
+    config.write_text(json.dumps(CONFIG))
+    return str(folder), str(config)
+
+
+def _run(pictures, out, *extra):
+    folder, config = pictures
+    train_vision_tokenizer.main(["--config_name", config, "--train_data_path", folder, "--output_dir", str(out),
+                                 "--image_size", "32", "--per_device_train_batch_size", "4", "--learning_rate",
+                                 "3e-3", "--logging_steps", "1", "--save_steps", "2", "--eval_images", "4",
+                                 "--codebook_restart_steps", "2", "--mode", "1", *extra])
+
+
+def test_trains_saves_and_resumes_exactly(pictures, tmp_path):
+    from emu3.tokenizer import Emu3VisionVQImageProcessor, Emu3VisionVQModel
+
+    whole = tmp_path / "whole"
+    _run(pictures, whole, "--max_steps", "4")
+    log = [json.loads(line) for line in open(whole / "train_log.jsonl")]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert log[-1]["reconstruction"] < log[0]["reconstruction"]
+    assert sorted(os.listdir(whole / "checkpoint-2")) == ["config.json", "model.safetensors", "optimizer.safetensors",
+                                                          "preprocessor_config.json", "trainer_state.json"]
+    results = json.load(open(whole / "eval_results.json"))
+    assert results["images"] == 4 and np.isfinite(results["psnr"]) and 0 < results["codebook_usage"] <= 1
+    assert (whole / "reconstructions.png").is_file() and (whole / "loss.png").is_file()
+    model = Emu3VisionVQModel.from_pretrained(str(whole))  # the released layout
+    assert Emu3VisionVQImageProcessor.from_pretrained(str(whole)).max_pixels == 32 * 32
+    assert model.config.codebook_size == 16
+
+    # Stopped after step 2 (its checkpoint), then the same command again: continues to the same weights.
+    part = tmp_path / "part"
+    _run(pictures, part, "--max_steps", "2")
+    os.makedirs(part / "checkpoint-2")
+    for name in os.listdir(whole / "checkpoint-2"):
+        (part / "checkpoint-2" / name).write_bytes((whole / "checkpoint-2" / name).read_bytes())
+    _run(pictures, part, "--max_steps", "4")
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert [r["step"] for r in map(json.loads, open(part / "train_log.jsonl"))] == [1, 2, 3, 4]
+
+
+def test_bad_input_is_named(pictures, tmp_path, capsys):
+    folder, config = pictures
+    with pytest.raises(SystemExit):
+        train_vision_tokenizer.parse_args(["--config_name", config, "--train_data_path", folder, "--output_dir",
+                                           str(tmp_path), "--image_size", "30"])
+    assert "multiple of 8" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no images"):
+        _run((str(tmp_path), config), tmp_path / "run", "--max_steps", "1")
+    with pytest.raises(SystemExit, match="fewer than one batch"):
+        _run(pictures, tmp_path / "run", "--max_steps", "1", "--per_device_train_batch_size", "64")
