@@ -25,6 +25,18 @@ def _bool(parser, name, default, help):
     parser.add_argument(name, type=str_to_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help)
 
 
+def add_adamw_arguments(group, learning_rate, schedule):
+    """AdamW and its learning-rate schedule, with HF TrainingArguments' names (shared by the trainers)."""
+    group.add_argument("--learning_rate", type=float, default=learning_rate)
+    group.add_argument("--min_learning_rate", type=float, default=None, help="final lr of cosine_with_min_lr")
+    group.add_argument("--lr_scheduler_type", choices=SCHEDULES, default=schedule)
+    group.add_argument("--warmup_steps", type=int, default=0)
+    group.add_argument("--weight_decay", type=float, default=0.0)
+    group.add_argument("--adam_beta1", type=float, default=0.9)
+    group.add_argument("--adam_beta2", type=float, default=0.999)
+    group.add_argument("--adam_epsilon", type=float, default=1e-8)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="train/train.py", description="Supervised fine-tuning of an Emu3 LLM on token "
                                 "shards (text-to-image, VQA, text).", allow_abbrev=False)
@@ -43,14 +55,7 @@ def build_parser():
                    help="sequence budget; samples are padded to it (default: the model config's)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--learning_rate", type=float, default=5e-5)
-    g.add_argument("--min_learning_rate", type=float, default=None, help="final lr of cosine_with_min_lr")
-    g.add_argument("--lr_scheduler_type", choices=SCHEDULES, default="linear")
-    g.add_argument("--warmup_steps", type=int, default=0)
-    g.add_argument("--weight_decay", type=float, default=0.0)
-    g.add_argument("--adam_beta1", type=float, default=0.9)
-    g.add_argument("--adam_beta2", type=float, default=0.999)
-    g.add_argument("--adam_epsilon", type=float, default=1e-8)
+    add_adamw_arguments(g, learning_rate=5e-5, schedule="linear")
     g.add_argument("--optim", choices=("adamw", "adamw_torch", "adamw_mindspore"), default="adamw",
                    help="AdamW as torch's (the only optimizer; the other names are aliases)")
     g.add_argument("--max_grad_norm", type=float, default=1.0, help="global-norm clipping (0 = off)")

@@ -281,7 +281,8 @@ def prepare(task, argv=None, default_image_area=None):
 
 
 def _prepare_part(task, chunk, offset, base, args, encoder):
-    records, skipped, pending = [], [], []  # pending: (slot in records, name, text, response, image)
+    records, skipped, pending = [], [], []  # pending: (slot in records, name, text, response, image index)
+    images, image_index = [], {}  # each image file is loaded and encoded once per part (VQA repeats pictures)
     for i, item in enumerate(chunk):
         if isinstance(item, dict) and "feature" in item:
             parsed = feature_item(item, offset + i, task)
@@ -294,14 +295,17 @@ def _prepare_part(task, chunk, offset, base, args, encoder):
         if image is None or isinstance(image, np.ndarray):  # no image, or an already tokenised grid
             records.append(make_record(name, task, text, response, image))
             continue
+        path = resolve_image(image, base)
         try:
-            pending.append((len(records), name, text, response, load_image(resolve_image(image, base),
-                                                                           args.image_area)))
+            if path not in image_index:
+                images.append(load_image(path, args.image_area))
+                image_index[path] = len(images) - 1
+            pending.append((len(records), name, text, response, image_index[path]))
             records.append(None)
         except ValueError as e:
             skipped.append({"name": name, "reason": str(e)})
     if pending:
-        grids = encoder.encode([p[4] for p in pending], args.batch_size)
-        for (slot, name, text, response, _), grid in zip(pending, grids):
-            records[slot] = make_record(name, task, text, response, grid)
+        grids = encoder.encode(images, args.batch_size)
+        for slot, name, text, response, index in pending:
+            records[slot] = make_record(name, task, text, response, grids[index])
     return records, skipped

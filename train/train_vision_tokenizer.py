@@ -28,10 +28,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import emu3  # noqa: E402,F401  (before MindSpore loads: see emu3/_openmp.py)
 import numpy as np  # noqa: E402
 
-from train.arguments import _bool  # noqa: E402
-from train.optim import SCHEDULES  # noqa: E402
+from train.arguments import _bool, add_adamw_arguments  # noqa: E402
 
 ARCHITECTURE_FIELDS = ("codebook_size", "embed_dim", "z_channels", "ch", "ch_mult", "num_res_blocks",
                        "attn_resolutions", "temporal_downsample_factor")
@@ -65,14 +65,7 @@ def build_parser():
           "when continuing a trained tokenizer)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--learning_rate", type=float, default=1e-4)
-    g.add_argument("--min_learning_rate", type=float, default=None, help="final lr of cosine_with_min_lr")
-    g.add_argument("--lr_scheduler_type", choices=SCHEDULES, default="constant")
-    g.add_argument("--warmup_steps", type=int, default=0)
-    g.add_argument("--weight_decay", type=float, default=0.0)
-    g.add_argument("--adam_beta1", type=float, default=0.9)
-    g.add_argument("--adam_beta2", type=float, default=0.999)
-    g.add_argument("--adam_epsilon", type=float, default=1e-8)
+    add_adamw_arguments(g, learning_rate=1e-4, schedule="constant")
     g.add_argument("--max_grad_norm", type=float, default=1.0, help="global-norm clipping (0 = off)")
     g.add_argument("--num_train_epochs", type=float, default=1.0)
     g.add_argument("--max_steps", type=int, default=-1, help="optimizer steps; > 0 overrides --num_train_epochs")
@@ -95,7 +88,8 @@ def parse_args(argv=None):
     if unknown:
         p.error(f"unknown arguments: {' '.join(unknown)} (see --help)")
     if args.image_size < 8 or args.image_size % 8:
-        p.error(f"--image_size must be a positive multiple of 8 (the tokenizer's spatial factor), got {args.image_size}")
+        p.error(f"--image_size must be a positive multiple of 8 (the tokenizer's spatial factor), "
+                f"got {args.image_size}")
     for name in ("per_device_train_batch_size", "logging_steps", "save_steps", "eval_images"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be positive")

@@ -114,18 +114,16 @@ class VQTrainStep:
     """
 
     def __init__(self, loss, optimizer, max_grad_norm=1.0, compiled=True):
-        from emu3.device import FusedJit
-
         from .step import clipped_update
 
         self.optimizer = optimizer
         self.max_grad_norm = float(max_grad_norm or 0.0)
         self._clipped_update = clipped_update
         self._grad = ms.value_and_grad(loss, None, optimizer.params, has_aux=True)
-        # Plain jit for the forward/backward: fused kernels cut little of its time (1.0 -> 0.9 s for 8 images at
-        # 64x64 on 2 cores) but take minutes to compile on a first run.
+        # Plain jit, no operator fusion: fused kernels save little here (the convolutions' matmuls dominate; the
+        # update of a small tokenizer is milliseconds) but took over 3 minutes to compile on a first run.
         self._forward_backward = ms.jit(self._grads) if compiled else self._grads
-        self._update = FusedJit(self._apply, False) if compiled else self._apply
+        self._update = ms.jit(self._apply) if compiled else self._apply
         self._one = Tensor(1.0, ms.float32)
 
     def _grads(self, pixels):

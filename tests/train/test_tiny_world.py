@@ -1,0 +1,43 @@
+"""The main command, shortened (few pictures, few steps): every stage runs through the user-facing scripts, the
+losses fall, the checkpoints load, images are generated and questions answered; a second run skips every stage."""
+
+import json
+import os
+
+import pytest
+
+from train import tiny_world
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
+    out = tmp_path / "tiny-world"
+    argv = ["--output-dir", str(out), "--train-per-combination", "2", "--eval-per-combination", "1",
+            "--vq-steps", "8", "--llm-steps", "8"]
+    tiny_world.main(argv)
+
+    vq_log = [json.loads(line) for line in open(out / "runs" / "vision-tokenizer" / "train_log.jsonl")]
+    llm_log = [json.loads(line) for line in open(out / "runs" / "llm" / "train_log.jsonl")]
+    assert vq_log[-1]["reconstruction"] < vq_log[0]["reconstruction"]
+    assert llm_log[-1]["loss"] < llm_log[0]["loss"]
+    for folder, files in (("Emu3-VisionTokenizer", ("config.json", "model.safetensors", "preprocessor_config.json")),
+                          ("Emu3-Tiny", ("config.json", "model.safetensors", "emu3.tiktoken",
+                                         "emu3_vision_tokens.txt", "tokenizer_config.json"))):
+        assert set(files) <= set(os.listdir(out / folder)), folder
+
+    metrics = json.load(open(out / "metrics.json"))
+    generated = metrics["text_to_image"]
+    assert generated["seen"]["count"] == 36 and generated["held_out"]["count"] == 12  # one picture per caption
+    assert metrics["vqa"]["held_out"]["count"] == 12 * 4
+    assert metrics["vision_tokenizer"]["psnr"] > 0
+    page = (out / "report.html").read_text()
+    assert page.count("<img") >= 48 + 2 * 8 and "held out" in page
+
+    capfd.readouterr()
+    tiny_world.main(argv)  # everything done: every stage is skipped
+    printed = capfd.readouterr().out
+    assert printed.count("done earlier, skipped") == len(tiny_world.STAGES)
+
+    with pytest.raises(SystemExit, match="other settings"):
+        tiny_world.main(argv[:-1] + ["9"])

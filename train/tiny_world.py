@@ -1,0 +1,247 @@
+"""The tiny world, end to end on this CPU: data -> vision tokenizer -> text tokenizer -> token shards -> Emu3 LLM ->
+evaluation and report. ``bash scripts/tiny_world.sh`` runs it; each stage calls the project's own user-facing
+scripts (``train/train_vision_tokenizer.py``, ``train/prepare_*_data.py``, ``scripts/t2i_sft_single.sh``).
+
+Every stage records its completion in ``OUT/.stages/``; running the command again skips finished stages (and says
+so), and a stage that was interrupted resumes: the trainers continue from their newest checkpoint, the prepare
+scripts keep the shard parts already written.
+
+Outputs (OUT = outputs/tiny-world): ``Emu3-VisionTokenizer/`` and ``Emu3-Tiny/`` in the released layouts (the
+inference scripts take them as ``--vq-path`` / ``--model-path``), ``report.html``, ``metrics.json``, and the working
+folders ``data/``, ``tokenizer/``, ``prepared/``, ``runs/``.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import emu3  # noqa: E402,F401  (before MindSpore loads: see emu3/_openmp.py)
+from emu3.atomic import atomic_write_json  # noqa: E402
+
+STAGES = ("data", "vision-tokenizer", "text-tokenizer", "prepare", "llm", "evaluate")
+VQ_CONFIG = os.path.join(REPO, "configs", "tiny_world", "vision_tokenizer.json")
+LLM_CONFIG = os.path.join(REPO, "configs", "tiny_world", "llm.json")
+IMAGE_AREA = 64 * 64
+# Settings that shape the results: a rerun with other values must not mix its stages with the old ones.
+SETTINGS = ("train_per_combination", "eval_per_combination", "vq_steps", "llm_steps", "seed")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="train/tiny_world.py", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
+    p.add_argument("--output-dir", default="outputs/tiny-world")
+    p.add_argument("--train-per-combination", type=int, default=30,
+                   help="training pictures per (size, colour, shape, background) seen in training (default 30)")
+    p.add_argument("--eval-per-combination", type=int, default=2, help="evaluation pictures per combination")
+    p.add_argument("--vq-steps", type=int, default=400, help="vision tokenizer training steps (batch 8)")
+    p.add_argument("--llm-steps", type=int, default=600, help="LLM training steps (batch 16)")
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args(argv)
+    for name in ("train_per_combination", "eval_per_combination", "vq_steps", "llm_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+class World:
+    def __init__(self, args):
+        self.args = args
+        self.out = os.path.abspath(args.output_dir)
+        self.marks = os.path.join(self.out, ".stages")
+        self.timings = {}
+
+    def path(self, *parts):
+        return os.path.join(self.out, *parts)
+
+    # ---- stage bookkeeping -----------------------------------------------------------------------------------------
+    def check_settings(self):
+        os.makedirs(self.marks, exist_ok=True)
+        settings = {k: getattr(self.args, k) for k in SETTINGS}
+        saved_path = os.path.join(self.marks, "settings.json")
+        if os.path.isfile(saved_path):
+            with open(saved_path, encoding="utf-8") as f:
+                saved = json.load(f)
+            if saved != settings:
+                differ = ", ".join(f"{k} {saved.get(k)} -> {settings[k]}" for k in SETTINGS
+                                   if saved.get(k) != settings[k])
+                raise SystemExit(f"error: {self.out} holds a tiny world made with other settings ({differ}); "
+                                 "pass another --output-dir, or delete that folder to start over")
+        else:
+            atomic_write_json(saved_path, settings, indent=2)
+
+    def run_stage(self, number, name, fn):
+        mark = os.path.join(self.marks, f"{name}.json")
+        header = f"[{number}/{len(STAGES)}] {name}"
+        if os.path.isfile(mark):
+            with open(mark, encoding="utf-8") as f:
+                self.timings[name] = json.load(f)["seconds"]
+            print(f"{header}: done earlier, skipped (delete {mark} to redo it)", flush=True)
+            return
+        print(f"{header} ...", flush=True)
+        start = time.time()
+        fn()
+        seconds = round(time.time() - start, 1)
+        self.timings[name] = seconds
+        atomic_write_json(mark, {"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2)
+        print(f"{header}: done in {seconds:.0f} s", flush=True)
+
+    def run(self, command, env=None):
+        """A user-facing script as a child process; its output streams to the console."""
+        print("  $ " + " ".join(_short(c) for c in command), flush=True)
+        full_env = dict(os.environ, **(env or {}))
+        result = subprocess.run(command, env=full_env)
+        if result.returncode:
+            raise SystemExit(f"error: {os.path.basename(command[1])} failed (exit {result.returncode}); fix the "
+                             "cause above and run the command again: finished stages are kept")
+
+    # ---- stages ----------------------------------------------------------------------------------------------------
+    def data(self):
+        from train.world.dataset import write_world
+
+        paths = write_world(self.path("data"), self.args.train_per_combination, self.args.eval_per_combination)
+        with open(paths["t2i_train"], encoding="utf-8") as f:
+            count = len(json.load(f))
+        print(f"  {count} training pictures (held-out colour x shape pairs excluded) with their captions and a "
+              f"question each, and evaluation pictures of every combination, in {self.path('data')}", flush=True)
+
+    def vision_tokenizer(self):
+        run_dir, steps = self.path("runs", "vision-tokenizer"), self.args.vq_steps
+        self.run([sys.executable, os.path.join(REPO, "train", "train_vision_tokenizer.py"),
+                  "--config_name", VQ_CONFIG, "--train_data_path", self.path("data", "t2i_train.json"),
+                  "--eval_data_path", self.path("data", "eval.json"), "--output_dir", run_dir, "--image_size", "64",
+                  "--per_device_train_batch_size", "8", "--max_steps", str(steps), "--reconstruction_loss", "l2",
+                  "--learning_rate", "3e-3", "--lr_scheduler_type", "cosine",
+                  "--warmup_steps", str(min(20, steps // 5)),
+                  "--codebook_restart_steps", "100", "--logging_steps", _every(steps), "--save_steps", "100",
+                  "--save_total_limit", "1", "--seed", str(self.args.seed)])
+        _publish(run_dir, self.path("Emu3-VisionTokenizer"),
+                 ("config.json", "model.safetensors", "preprocessor_config.json"))
+
+    def text_tokenizer(self):
+        from emu3.mllm.tokenization_emu3 import write_tiktoken_bpe
+        from emu3.mllm.tokenizer_files import write_tokenizer_folder
+        from emu3.tokenizer import Emu3VisionVQConfig
+        from train.bpe import learn_bpe
+        from train.world import shapes
+
+        # The world's language: every caption of the grammar, the questions and their answers.
+        texts = [shapes.caption(*a) for a in shapes.attributes()] + list(shapes.QUESTIONS.values())
+        texts += [word for a in shapes.attributes() for word in a]
+        ranks = learn_bpe(texts, 1000)
+        os.makedirs(self.path("tokenizer"), exist_ok=True)
+        bpe = self.path("tokenizer", "world.tiktoken")
+        write_tiktoken_bpe(bpe, ranks)
+        codebook = Emu3VisionVQConfig.from_pretrained(self.path("Emu3-VisionTokenizer")).codebook_size
+        write_tokenizer_folder(self.path("tokenizer"), bpe, codebook)
+        print(f"  {len(ranks)} BPE ranks learned from the world's captions and questions, then the special and "
+              f"{codebook} visual tokens, in {self.path('tokenizer')}", flush=True)
+
+    def prepare(self):
+        for task, script in (("t2i", "prepare_vision_data.py"), ("vqa", "prepare_vqa_data.py")):
+            self.run([sys.executable, os.path.join(REPO, "train", script),
+                      "--model-path", self.path("Emu3-VisionTokenizer"),
+                      "--data-path", self.path("data", f"{task}_train.json"),
+                      "--output-path", self.path("prepared", task), "--image-area", str(IMAGE_AREA),
+                      "--batch-size", "32"])
+
+    def _initial_llm(self):
+        """A randomly initialised LLM folder sized to the world's tokenizer (the starting point of training)."""
+        import mindspore as ms
+
+        from emu3.mllm import Emu3Config, Emu3ForCausalLM, Emu3Tokenizer
+
+        init_dir = self.path("runs", "llm-init")
+        if os.path.isfile(os.path.join(init_dir, "model.safetensors")):
+            return init_dir
+        tokenizer = Emu3Tokenizer.from_pretrained(self.path("tokenizer"))
+        with open(LLM_CONFIG, encoding="utf-8") as f:
+            fields = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+        ids = {name: getattr(tokenizer, name) for name in ("pad_token_id", "bos_token_id", "eos_token_id",
+                                                           "img_token_id", "boi_token_id", "eoi_token_id",
+                                                           "eol_token_id", "eof_token_id")}
+        config = Emu3Config(vocab_size=len(tokenizer), **fields, **ids)
+        ms.set_seed(self.args.seed)
+        tmp = init_dir + ".tmp"
+        for folder in (tmp, init_dir):  # leftovers of an interrupted start
+            shutil.rmtree(folder, ignore_errors=True)
+        Emu3ForCausalLM.from_config(config).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.rename(tmp, init_dir)
+        return init_dir
+
+    def llm(self):
+        init_dir = self._initial_llm()
+        run_dir = self.path("runs", "llm")
+        print("  one training process (scripts/t2i_sft_single.sh): on 2 CPU cores MindSpore's kernels already use "
+              "both, so a second process would only split them", flush=True)
+        steps = self.args.llm_steps
+        self.run(["bash", os.path.join(REPO, "scripts", "t2i_sft_single.sh"),
+                  "--train_data_path", self.path("prepared", "t2i"), self.path("prepared", "vqa"),
+                  "--apply_loss_on_only_vision", "True", "--apply_loss_on_only_text", "True",
+                  "--null_prompt_prob", "0.1", "--fp16", "False", "--gradient_checkpointing", "False",
+                  "--image_area", str(IMAGE_AREA), "--max_position_embeddings", "144", "--max_steps", str(steps),
+                  "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--min_learning_rate", "5e-5",
+                  "--warmup_steps", str(min(30, steps // 5)), "--weight_decay", "0.01", "--max_grad_norm", "1.0",
+                  "--adam_beta2", "0.98", "--save_strategy", "steps", "--save_steps", "100", "--save_total_limit", "1",
+                  "--logging_steps", _every(steps), "--seed", str(self.args.seed)],
+                 env={"MODEL_PATH": init_dir, "DATA_PATH": self.path("prepared", "t2i"), "OUTPUT_DIR": run_dir,
+                      "PYTHON": sys.executable})
+        _publish(run_dir, self.path("Emu3-Tiny"), None)
+
+    def evaluate(self):
+        from train.world.report import evaluate_and_report
+
+        evaluate_and_report(self.out, self.timings, self.args.seed)
+
+
+def _every(steps):
+    """Logging interval: every 25 steps, or often enough that a short run still logs a curve."""
+    return str(max(1, min(25, steps // 8)))
+
+
+def _short(arg):
+    """A path argument relative to the working folder when it is inside it (shorter logs), else as given."""
+    if os.path.isabs(arg) and not os.path.relpath(arg).startswith(".."):
+        return os.path.relpath(arg)
+    return arg
+
+
+def _publish(run_dir, target, names):
+    """Copy a run's final model files (``names``; None = the released-layout files of an LLM) into ``target``."""
+    os.makedirs(target, exist_ok=True)
+    if names is None:
+        names = [n for n in os.listdir(run_dir) if n in ("config.json", "tokenizer_config.json", "emu3.tiktoken",
+                                                         "emu3_vision_tokens.txt", "generation_config.json")
+                 or n.endswith(".safetensors") or n == "model.safetensors.index.json"]
+    for name in names:
+        tmp = os.path.join(target, f".{name}.tmp")
+        shutil.copyfile(os.path.join(run_dir, name), tmp)
+        os.replace(tmp, os.path.join(target, name))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    world = World(args)
+    world.check_settings()
+    start = time.time()
+    print(f"tiny world in {world.out}: {', '.join(STAGES)}", flush=True)
+    for i, name in enumerate(STAGES, 1):
+        world.run_stage(i, name, getattr(world, name.replace("-", "_")))
+    print(f"finished in {time.time() - start:.0f} s. Report: {world.path('report.html')}\n"
+          f"  draw:   .venv/bin/python scripts/image_generation.py --model-path {world.path('Emu3-Tiny')} "
+          f"--vq-path {world.path('Emu3-VisionTokenizer')} --prompt 'a large red triangle on a black background' "
+          "--positive-prompt '' --negative-prompt ''\n"
+          f"  answer: .venv/bin/python scripts/multimodal_understanding.py --model-path {world.path('Emu3-Tiny')} "
+          f"--vq-path {world.path('Emu3-VisionTokenizer')} --image PICTURE.png --prompt 'What shape is it?'",
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Measures a trained tiny world through the public API, as a user would call it: reconstruction by the vision
+tokenizer, text-to-image with classifier-free guidance and the prefix constraint, and question answering.
+
+Generated and reconstructed pictures are scored by ``checker`` (what is drawn, read back from the pixels), answers
+by exact match with the one-word truth; every score is split into pictures of combinations seen in training and
+the held-out ones.
+"""
+
+import collections
+
+import numpy as np
+
+from . import checker, shapes
+
+ATTRIBUTES = ("colour", "shape", "size", "background")
+
+
+def load_models(llm_dir, vq_dir):
+    """(LLM, processor) from the released-layout folders the tiny world writes."""
+    from emu3.mllm import Emu3ForCausalLM, Emu3Processor, Emu3Tokenizer
+    from emu3.tokenizer import Emu3VisionVQImageProcessor, Emu3VisionVQModel
+
+    model = Emu3ForCausalLM.from_pretrained(llm_dir)
+    processor = Emu3Processor(Emu3VisionVQImageProcessor.from_pretrained(vq_dir),
+                              Emu3VisionVQModel.from_pretrained(vq_dir),
+                              Emu3Tokenizer.from_pretrained(llm_dir, padding_side="left"), model_config=model.config)
+    return model, processor
+
+
+def _split(records, key_fn):
+    """{"seen": [...], "held_out": [...]} of key_fn(record) results."""
+    out = {"seen": [], "held_out": []}
+    for r in records:
+        out["held_out" if shapes.is_held_out(r["colour"], r["shape"]) else "seen"].append(key_fn(r))
+    return out
+
+
+def _attribute_accuracy(scores):
+    """scores: list of {attribute: bool} -> {attribute: accuracy, "all": fraction with every attribute right}."""
+    if not scores:
+        return {}
+    acc = {k: float(np.mean([s[k] for s in scores])) for k in ATTRIBUTES}
+    acc["all"] = float(np.mean([all(s.values()) for s in scores]))
+    acc["count"] = len(scores)
+    return acc
+
+
+def reconstruct(processor, pictures, batch_size=16):
+    """uint8 reconstructions (N, 64, 64, 3) of uint8 pictures through encode -> decode."""
+    import mindspore as ms
+
+    vq = processor.vision_tokenizer
+    out = []
+    for start in range(0, len(pictures), batch_size):
+        pixels = np.stack(pictures[start:start + batch_size]).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1
+        decoded = vq.decode(vq.encode(ms.Tensor(pixels))).asnumpy()
+        out.extend(np.clip((decoded.transpose(0, 2, 3, 1) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8))
+    return out
+
+
+def evaluate_reconstruction(processor, records):
+    from emu3 import metrics
+
+    pictures = [np.asarray(shapes.render(r["size"], r["colour"], r["shape"], r["background"], r["x"], r["y"]))
+                for r in records]
+    recons = reconstruct(processor, pictures)
+    scores = [checker.score(img, r) for img, r in zip(recons, records)]
+    return {"psnr": float(np.mean([metrics.psnr(p, q) for p, q in zip(pictures, recons)])),
+            "ssim": float(np.mean([metrics.ssim(p, q) for p, q in zip(pictures, recons)])),
+            "checker": _attribute_accuracy(scores)}, pictures, recons
+
+
+def generate_images(model, processor, captions, guidance_scale=3.0, top_k=None, seed=0, batch_size=24):
+    """One picture per caption (PIL, or None when the output held no image), CFG against the null prompt ""."""
+    from emu3.mllm.generation import PrefixConstrainedLogitsProcessor
+    from emu3.mllm.processing_emu3 import image_token_budget
+
+    images = []
+    for start in range(0, len(captions), batch_size):
+        batch = captions[start:start + batch_size]
+        pos, neg = processor.build_generation_inputs(batch, "", image_area=model.config.image_area,
+                                                     padding="longest", return_tensors="np")
+        h, w = pos["image_size"][0].tolist()
+        constrained = processor.build_prefix_constrained_fn(pos["image_size"][:, 0], pos["image_size"][:, 1])
+        outputs = model.generate(pos["input_ids"], attention_mask=pos["attention_mask"],
+                                 logits_processor=[PrefixConstrainedLogitsProcessor(constrained, num_beams=1)],
+                                 max_new_tokens=image_token_budget(h, w), do_sample=True, top_k=top_k,
+                                 seed=seed + start, negative_prompt_ids=neg["input_ids"],
+                                 negative_prompt_attention_mask=neg["attention_mask"], guidance_scale=guidance_scale)
+        for ids in outputs.asnumpy():
+            chunks = processor.decode(ids)
+            chunks = chunks if isinstance(chunks, list) else [chunks]
+            pictures = [c for c in chunks if not isinstance(c, str)]
+            images.append(pictures[0].convert("RGB") if pictures else None)
+    return images
+
+
+def evaluate_generation(model, processor, records, **kwargs):
+    """Every caption of ``records`` (one picture each), scored against its attributes."""
+    captions = sorted({r["caption"] for r in records})
+    by_caption = {r["caption"]: r for r in records}
+    images = generate_images(model, processor, captions, **kwargs)
+    missing = {a: False for a in ATTRIBUTES}
+    scored = [(c, img, checker.score(img, by_caption[c]) if img is not None else dict(missing))
+              for c, img in zip(captions, images)]
+    per = _split([by_caption[c] for c, _, _ in scored], lambda r: r["caption"])
+    score_of = {c: s for c, _, s in scored}
+    results = {split: _attribute_accuracy([score_of[c] for c in caps]) for split, caps in per.items()}
+    return results, scored
+
+
+def answer_questions(model, processor, records, batch_size=32):
+    """{(record name, question key): answer} by greedy decoding."""
+    from PIL import Image
+
+    asked = [(r, key) for r in records for key in shapes.QUESTIONS]
+    answers = {}
+    for start in range(0, len(asked), batch_size):
+        batch = asked[start:start + batch_size]
+        images = [Image.fromarray(np.asarray(shapes.render(r["size"], r["colour"], r["shape"], r["background"],
+                                                           r["x"], r["y"]))) for r, _ in batch]
+        inputs = processor([shapes.QUESTIONS[k] for _, k in batch], images, mode="U", padding_image=True,
+                           padding="longest", return_tensors="np")
+        length = inputs["input_ids"].shape[1]
+        outputs = model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"], max_new_tokens=4,
+                                 do_sample=False)
+        texts = processor.batch_decode(outputs.asnumpy()[:, length:], skip_special_tokens=True)
+        for (r, key), text in zip(batch, texts):
+            text = text if isinstance(text, str) else "".join(x for x in text if isinstance(x, str))
+            answers[(r["name"], key)] = text.strip()
+    return answers
+
+
+def evaluate_answers(model, processor, records):
+    answers = answer_questions(model, processor, records)
+    results = {}
+    for split, rows in _split(records, lambda r: r).items():
+        correct = collections.defaultdict(list)
+        for r in rows:
+            for key in shapes.QUESTIONS:
+                correct[key].append(answers[(r["name"], key)].lower() == shapes.answers(r)[key])
+        if rows:
+            results[split] = {k: float(np.mean(v)) for k, v in correct.items()}
+            results[split]["all"] = float(np.mean([x for v in correct.values() for x in v]))
+            results[split]["count"] = len(rows) * len(shapes.QUESTIONS)
+    return results, answers
+
+
+def load_eval_records(path):
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
