@@ -140,3 +140,27 @@ def test_original_and_mindone_prepared_folders_are_converted(tmp_path):
     np.testing.assert_array_equal(records[0]["image"].reshape(2, 3), grid)
     np.testing.assert_array_equal(records[1]["image"].reshape(2, 3), grid[::-1])
     assert "c: unreadable feature file" in result.stdout
+
+
+def test_a_picture_asked_about_twice_is_encoded_once(tmp_path):
+    from types import SimpleNamespace
+
+    from train import prepare
+
+    for name, colour in (("a.png", (255, 0, 0)), ("b.png", (0, 0, 255))):
+        Image.new("RGB", (16, 16), colour).save(tmp_path / name)
+    items = [{"id": f"q{i}", "image": image, "conversations": [{"from": "human", "value": "<image>\nWhat?"},
+                                                              {"from": "gpt", "value": "x"}]}
+             for i, image in enumerate(["a.png", "b.png", "a.png", "a.png"])]
+
+    class CountingEncoder:
+        calls = []
+
+        def encode(self, images, batch_size):
+            self.calls.append(len(images))
+            return [np.full((2, 2), int(np.asarray(im)[0, 0, 2] > 0), np.int32) for im in images]
+
+    records, skipped = prepare._prepare_part("vqa", items, 0, str(tmp_path), SimpleNamespace(image_area=16 * 16,
+                                             batch_size=8), CountingEncoder())
+    assert CountingEncoder.calls == [2] and not skipped
+    assert [int(r["image"].reshape(-1)[0]) for r in records] == [0, 1, 0, 0]
