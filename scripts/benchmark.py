@@ -4,7 +4,8 @@
     benchmark.py vq --config small --resolution 256 --mode pynative graph --torch
 
 Components: ``train`` (one SFT optimizer step, graph/pynative, recompute on/off, beside PyTorch's; see
-``scripts/bench_train.py`` for its flags), ``vq`` (vision-tokenizer reconstruction = encode + decode), ``decode`` (greedy LLM decoding,
+``scripts/bench_train.py`` for its flags), ``t2i`` / ``vqa`` (whole tasks on model folders, by default the tiny
+world's; ``scripts/bench_tasks.py``), ``vq`` (vision-tokenizer reconstruction = encode + decode), ``decode`` (greedy LLM decoding,
 batch 1: per-token time by context, batched vs unbatched CFG, and the step's matmul kernels alone) and ``load``
 (peak host memory of loading a sharded fp32 LLM checkpoint into fp32 / fp16). Every row of
 one run uses the same weights, input and thread count; ``--torch`` adds HF transformers' PyTorch implementation
@@ -420,6 +421,12 @@ def main(argv=None):
         from bench_train import bench_train
 
         rows = bench_train(argv[1:])
+        print_table(rows, list(rows[0]))
+        return rows
+    if argv[:1] in (["t2i"], ["vqa"]):  # whole tasks on model folders, own flags (scripts/bench_tasks.py)
+        from bench_tasks import bench_tasks
+
+        rows = bench_tasks(argv[0], argv[1:])
         print_table(rows, list(rows[0]))
         return rows
     args = parse_args(argv)

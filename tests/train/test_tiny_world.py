@@ -34,6 +34,19 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
     page = (out / "report.html").read_text()
     assert page.count("<img") >= 48 + 2 * 8 and "held out" in page
 
+    # The task benchmarks take the tiny world's folders (one graph-mode row each here).
+    import sys
+
+    sys.path.insert(0, os.path.join(tiny_world.REPO, "scripts"))
+    from bench_tasks import bench_tasks
+
+    paths = ["--model-path", str(out / "Emu3-Tiny"), "--vq-path", str(out / "Emu3-VisionTokenizer"), "--batch", "2",
+             "--mode", "graph", "--repeat", "1"]
+    (t2i,) = bench_tasks("t2i", paths + ["--cfg", "batched"])
+    assert t2i["steps"] == 8 * 9 + 3 and float(t2i["tokens/s"]) > 0  # 8 rows of 8 codes + eol, then eof eoi eos
+    (vqa,) = bench_tasks("vqa", paths + ["--max-new-tokens", "3"])
+    assert 1 <= vqa["steps"] <= 3
+
     capfd.readouterr()
     tiny_world.main(argv)  # everything done: every stage is skipped
     printed = capfd.readouterr().out
