@@ -40,8 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--train-per-combination", type=int, default=30,
                    help="training pictures per (size, colour, shape, background) seen in training (default 30)")
     p.add_argument("--eval-per-combination", type=int, default=2, help="evaluation pictures per combination")
-    p.add_argument("--vq-steps", type=int, default=400, help="vision tokenizer training steps (batch 8)")
-    p.add_argument("--llm-steps", type=int, default=600, help="LLM training steps (batch 16)")
+    p.add_argument("--vq-steps", type=int, default=300, help="vision tokenizer training steps (batch 8)")
+    p.add_argument("--llm-steps", type=int, default=400, help="LLM training steps (batch 16)")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
     for name in ("train_per_combination", "eval_per_combination", "vq_steps", "llm_steps"):

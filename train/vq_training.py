@@ -19,6 +19,8 @@ from mindspore import Tensor, nn, ops
 
 from emu3 import metrics
 
+from .step import clipped_update
+
 RECONSTRUCTION_LOSSES = ("l1", "l2")
 
 
@@ -114,11 +116,8 @@ class VQTrainStep:
     """
 
     def __init__(self, loss, optimizer, max_grad_norm=1.0, compiled=True):
-        from .step import clipped_update
-
         self.optimizer = optimizer
         self.max_grad_norm = float(max_grad_norm or 0.0)
-        self._clipped_update = clipped_update
         self._grad = ms.value_and_grad(loss, None, optimizer.params, has_aux=True)
         # Plain jit, no operator fusion: fused kernels save little here (the convolutions' matmuls dominate; the
         # update of a small tokenizer is milliseconds) but took over 3 minutes to compile on a first run.
@@ -131,7 +130,7 @@ class VQTrainStep:
         return (total, reconstruction, codebook, commitment, codes, latents) + tuple(grads)
 
     def _apply(self, lr, *grads):
-        return self._clipped_update(self.optimizer, self.max_grad_norm, lr, self._one, grads)
+        return clipped_update(self.optimizer, self.max_grad_norm, lr, self._one, grads)
 
     def step(self, pixels, lr):
         total, reconstruction, codebook, commitment, codes, latents, *grads = \
