@@ -84,12 +84,24 @@ class World:
                 self.timings[name] = json.load(f)["seconds"]
             print(f"{header}: done earlier, skipped (delete {mark} to redo it)", flush=True)
             return
-        print(f"{header} ...", flush=True)
+        # Time spent in earlier, interrupted attempts at this stage counts too (the trainers resumed from them).
+        partial = os.path.join(self.marks, f"{name}.partial.json")
+        earlier = 0.0
+        if os.path.isfile(partial):
+            with open(partial, encoding="utf-8") as f:
+                earlier = json.load(f)["seconds"]
+        print(f"{header} ..." + (f" (resuming; {earlier:.0f} s spent on it before)" if earlier else ""), flush=True)
         start = time.time()
-        fn()
-        seconds = round(time.time() - start, 1)
+        try:
+            fn()
+        except BaseException:
+            atomic_write_json(partial, {"seconds": round(earlier + time.time() - start, 1)}, indent=2)
+            raise
+        seconds = round(earlier + time.time() - start, 1)
         self.timings[name] = seconds
         atomic_write_json(mark, {"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2)
+        if os.path.isfile(partial):
+            os.remove(partial)
         print(f"{header}: done in {seconds:.0f} s", flush=True)
 
     def run(self, command, env=None):

@@ -54,3 +54,25 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
 
     with pytest.raises(SystemExit, match="other settings"):
         tiny_world.main(argv[:-1] + ["9"])
+
+
+def test_an_interrupted_stage_runs_again_and_counts_its_earlier_time(tmp_path, monkeypatch):
+    world = tiny_world.World(tiny_world.parse_args(["--output-dir", str(tmp_path)]))
+    world.check_settings()
+    clock = iter([100.0, 130.0, 200.0, 210.0])
+    monkeypatch.setattr(tiny_world.time, "time", lambda: next(clock))
+    calls = []
+
+    def interrupted():
+        calls.append("first")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        world.run_stage(1, "data", interrupted)
+    assert not (tmp_path / ".stages" / "data.json").exists()
+    world.run_stage(1, "data", lambda: calls.append("second"))
+    assert calls == ["first", "second"]
+    assert json.load(open(tmp_path / ".stages" / "data.json"))["seconds"] == 40.0  # 30 s + 10 s
+    assert not (tmp_path / ".stages" / "data.partial.json").exists()
+    world.run_stage(1, "data", lambda: calls.append("third"))  # done: skipped
+    assert calls == ["first", "second"] and world.timings["data"] == 40.0
