@@ -56,6 +56,11 @@ class AdamW(nn.Cell):
             out[master.name] = master
         return out
 
+    def load_state(self, tensors):
+        """Set every tensor of ``state()`` from ``tensors`` ({name: array}, e.g. a checkpoint's)."""
+        for name, param in self.state().items():
+            param.set_data(Tensor(tensors[name]).astype(param.dtype))
+
     def master_weights(self):
         """{parameter name: fp32 value} of every optimised parameter (the exported model's weights)."""
         return {p.name: target for p, target in zip(self.params, self._targets)}

@@ -168,6 +168,7 @@ class World:
         import mindspore as ms
 
         from emu3.mllm import Emu3Config, Emu3ForCausalLM, Emu3Tokenizer
+        from emu3.mllm.configuration_emu3 import SPECIAL_TOKEN_ID_FIELDS
 
         init_dir = self.path("runs", "llm-init")
         if os.path.isfile(os.path.join(init_dir, "model.safetensors")):
@@ -175,9 +176,7 @@ class World:
         tokenizer = Emu3Tokenizer.from_pretrained(self.path("tokenizer"))
         with open(LLM_CONFIG, encoding="utf-8") as f:
             fields = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
-        ids = {name: getattr(tokenizer, name) for name in ("pad_token_id", "bos_token_id", "eos_token_id",
-                                                           "img_token_id", "boi_token_id", "eoi_token_id",
-                                                           "eol_token_id", "eof_token_id")}
+        ids = {name: getattr(tokenizer, name) for name in SPECIAL_TOKEN_ID_FIELDS}
         config = Emu3Config(vocab_size=len(tokenizer), **fields, **ids)
         ms.set_seed(self.args.seed)
         tmp = init_dir + ".tmp"

@@ -189,17 +189,13 @@ class VisionTokenizerTrainer:
                  f"{'graph' if a.mode == 0 else 'pynative'} mode")
 
     def _restore(self):
-        import mindspore as ms
-
         from train.checkpointing import load_resume_state
 
-        named = self.optimizer.state()
         try:
-            state, tensors = load_resume_state(self.resume_path, list(named))
+            state, tensors = load_resume_state(self.resume_path, list(self.optimizer.state()))
         except (OSError, ValueError) as e:
             raise SystemExit(f"error: {e}") from None
-        for name, param in named.items():
-            param.set_data(ms.Tensor(tensors[name]).astype(param.dtype))
+        self.optimizer.load_state(tensors)
         self.state = {k: state[k] for k in ("global_step", "epoch", "batches_in_epoch")}
         self.keeper.usage[:] = np.asarray(state["codebook_usage"], np.int64)
         self.log(f"resumed from {self.resume_path}: step {self.state['global_step']}")
@@ -210,10 +206,10 @@ class VisionTokenizerTrainer:
 
     def train(self):
         from train.image_folder import load_batch
-        from train.trainer import LOG_FILE
+        from train.trainer import LOG_FILE, trim_log
 
         a = self.args
-        self._trim_log()
+        trim_log(a.output_dir, self.state["global_step"])
         batch = a.per_device_train_batch_size
         init = (a.codebook_init_from_data if a.codebook_init_from_data is not None else not a.model_name_or_path)
         window = {"n": 0, "start": time.time()}
@@ -271,16 +267,6 @@ class VisionTokenizerTrainer:
                  f"{record['reconstruction']:.4f}, codebook {record['codebook']:.4f}) lr {record['lr']:.3g} "
                  f"codes used {usage:.0%} perplexity {perplexity:.1f} restarted {record['codes_restarted']} "
                  f"{record['images_per_s']:.1f} images/s")
-
-    def _trim_log(self):
-        from emu3.atomic import atomic_write
-        from train.trainer import LOG_FILE
-
-        path = os.path.join(self.args.output_dir, LOG_FILE)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                lines = [line for line in f if line.strip() and json.loads(line)["step"] <= self.state["global_step"]]
-            atomic_write(path, "".join(lines))
 
     # ---- saving ----------------------------------------------------------------------------------------------------
     def _weights(self):

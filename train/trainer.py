@@ -12,7 +12,6 @@ import os
 import time
 
 import mindspore as ms
-from mindspore import Tensor
 
 from emu3.atomic import atomic_path, atomic_write
 from emu3.device import select_device
@@ -170,13 +169,11 @@ class Trainer:
                  + (", recompute" if a.gradient_checkpointing else ""))
 
     def _restore(self):
-        named = self.optimizer.state()
         try:
-            state, tensors = load_resume_state(self.resume_path, list(named))
+            state, tensors = load_resume_state(self.resume_path, list(self.optimizer.state()))
         except ValueError as e:
             raise TrainingError(str(e)) from None
-        for name, param in named.items():
-            param.set_data(Tensor(tensors[name]).astype(param.dtype))
+        self.optimizer.load_state(tensors)
         self.state = {k: state[k] for k in ("global_step", "epoch", "samples_in_epoch")}
         self.scaler.scale, self.scaler.good_steps = state["loss_scale"], state["loss_scale_good_steps"]
         ms.set_seed(state["seed"] + state["global_step"])
@@ -189,7 +186,7 @@ class Trainer:
         self.log(f"{len(self.dataset)} samples ({', '.join(self.dataset.tasks)}), batch "
                  f"{a.per_device_train_batch_size} x {a.gradient_accumulation_steps} accumulated, "
                  f"{self.updates_per_epoch} steps per epoch, {self.total_steps} steps")
-        self._trim_log()
+        trim_log(a.output_dir, self.state["global_step"])
         window = _new_window()
         while self.state["global_step"] < self.total_steps:
             epoch = self.state["epoch"]
@@ -241,16 +238,6 @@ class Trainer:
     def _epoch_float(self):
         return self.state["epoch"] + self.state["samples_in_epoch"] / max(self.samples_per_epoch, 1)
 
-    def _trim_log(self):
-        """After a resume, drop log lines of steps that are about to be trained again."""
-        path = os.path.join(self.args.output_dir, LOG_FILE)
-        if not os.path.isfile(path):
-            return
-        with open(path, encoding="utf-8") as f:
-            lines = [line for line in f if line.strip()
-                     and json.loads(line)["step"] <= self.state["global_step"]]
-        atomic_write(path, "".join(lines))
-
     # ---- saving ------------------------------------------------------------------------------------------------
     def _weights(self):
         """fp32 values to export: the optimizer's masters; frozen low-precision parameters never change, so they
@@ -291,13 +278,25 @@ def _new_window():
     return {"loss": 0.0, "n": 0, "tokens": 0, "samples": 0, "start": time.time(), "skipped": 0, "grad_norm": 0.0}
 
 
-def plot_losses(output_dir):
-    """RUN/loss.png from RUN/train_log.jsonl."""
+def read_log(output_dir):
+    """The records of RUN/train_log.jsonl ([] before the first log line)."""
     path = os.path.join(output_dir, LOG_FILE)
     if not os.path.isfile(path):
-        return
+        return []
     with open(path, encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def trim_log(output_dir, step):
+    """After a resume from ``step``, drop the log lines of the steps that are about to be trained again."""
+    path = os.path.join(output_dir, LOG_FILE)
+    if os.path.isfile(path):
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in read_log(output_dir) if r["step"] <= step))
+
+
+def plot_losses(output_dir):
+    """RUN/loss.png from RUN/train_log.jsonl."""
+    records = read_log(output_dir)
     points = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
     if not points:
         return

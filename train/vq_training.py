@@ -17,8 +17,6 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from emu3 import metrics
-
 from .step import clipped_update
 
 RECONSTRUCTION_LOSSES = ("l1", "l2")
@@ -100,12 +98,6 @@ def codebook_usage(codes, codebook_size):
     nz = p[p > 0]
     return float((counts > 0).mean()), float(np.exp(-(nz * np.log(nz)).sum()))
 
-
-def psnr(reference, reconstruction):
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2; the reconstruction clipped to that range), averaged over the
-    batch."""
-    return float(np.mean([metrics.psnr(ref, np.clip(rec, -1, 1), data_range=2.0)
-                          for ref, rec in zip(np.asarray(reference), np.asarray(reconstruction))]))
 
 
 class VQTrainStep:

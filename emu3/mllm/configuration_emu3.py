@@ -10,8 +10,8 @@ from ..configuration_utils import PretrainedConfig
 _INT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                "num_key_value_heads", "max_position_embeddings", "pad_token_id", "bos_token_id", "eos_token_id",
                "img_token_id", "boi_token_id", "eoi_token_id", "eol_token_id", "eof_token_id", "image_area")
-_SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "img_token_id", "boi_token_id", "eoi_token_id",
-                "eol_token_id", "eof_token_id")
+SPECIAL_TOKEN_ID_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "img_token_id", "boi_token_id",
+                           "eoi_token_id", "eol_token_id", "eof_token_id")
 
 
 class Emu3Config(PretrainedConfig):
@@ -88,7 +88,7 @@ class Emu3Config(PretrainedConfig):
         if problems:  # the checks below would fail on the wrong types with a confusing message
             raise ValueError("invalid Emu3Config: " + "; ".join(problems))
         # An id outside the vocabulary fails much later as an opaque Gather error inside the model.
-        outside = [f"{name}={getattr(self, name)}" for name in _SPECIAL_IDS
+        outside = [f"{name}={getattr(self, name)}" for name in SPECIAL_TOKEN_ID_FIELDS
                    if getattr(self, name) is not None and not 0 <= getattr(self, name) < self.vocab_size]
         if outside:
             problems.append(f"special token ids must lie in [0, vocab_size={self.vocab_size}): {', '.join(outside)}")

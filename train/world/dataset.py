@@ -23,8 +23,7 @@ def _write_pictures(records, image_dir, prefix):
         path = os.path.join(image_dir, record["name"] + ".png")
         if not os.path.isfile(path):
             with atomic_path(path) as tmp:
-                shapes.render(record["size"], record["colour"], record["shape"], record["background"],
-                              record["x"], record["y"]).save(tmp, format="PNG")
+                shapes.render_record(record).save(tmp, format="PNG")
     return records
 
 

@@ -10,6 +10,8 @@ import collections
 
 import numpy as np
 
+from train.image_folder import to_uint8
+
 from . import checker, shapes
 
 ATTRIBUTES = ("colour", "shape", "size", "background")
@@ -53,16 +55,14 @@ def reconstruct(processor, pictures, batch_size=16):
     out = []
     for start in range(0, len(pictures), batch_size):
         pixels = np.stack(pictures[start:start + batch_size]).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1
-        decoded = vq.decode(vq.encode(ms.Tensor(pixels))).asnumpy()
-        out.extend(np.clip((decoded.transpose(0, 2, 3, 1) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8))
+        out.extend(to_uint8(image) for image in vq.decode(vq.encode(ms.Tensor(pixels))).asnumpy())
     return out
 
 
 def evaluate_reconstruction(processor, records):
     from emu3 import metrics
 
-    pictures = [np.asarray(shapes.render(r["size"], r["colour"], r["shape"], r["background"], r["x"], r["y"]))
-                for r in records]
+    pictures = [np.asarray(shapes.render_record(r)) for r in records]
     recons = reconstruct(processor, pictures)
     scores = [checker.score(img, r) for img, r in zip(recons, records)]
     return {"psnr": float(np.mean([metrics.psnr(p, q) for p, q in zip(pictures, recons)])),
@@ -111,14 +111,11 @@ def evaluate_generation(model, processor, records, **kwargs):
 
 def answer_questions(model, processor, records, batch_size=32):
     """{(record name, question key): answer} by greedy decoding."""
-    from PIL import Image
-
     asked = [(r, key) for r in records for key in shapes.QUESTIONS]
     answers = {}
     for start in range(0, len(asked), batch_size):
         batch = asked[start:start + batch_size]
-        images = [Image.fromarray(np.asarray(shapes.render(r["size"], r["colour"], r["shape"], r["background"],
-                                                           r["x"], r["y"]))) for r, _ in batch]
+        images = [shapes.render_record(r) for r, _ in batch]
         inputs = processor([shapes.QUESTIONS[k] for _, k in batch], images, mode="U", padding_image=True,
                            padding="longest", return_tensors="np")
         length = inputs["input_ids"].shape[1]
@@ -145,9 +142,3 @@ def evaluate_answers(model, processor, records):
             results[split]["count"] = len(rows) * len(shapes.QUESTIONS)
     return results, answers
 
-
-def load_eval_records(path):
-    import json
-
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

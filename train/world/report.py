@@ -3,7 +3,6 @@
 import base64
 import html
 import io
-import json
 import os
 
 import numpy as np
@@ -11,7 +10,9 @@ from PIL import Image
 
 from emu3.atomic import atomic_write, atomic_write_json
 
-from . import evaluate, shapes
+from train.trainer import read_log
+
+from . import dataset, evaluate, shapes
 
 SHOWN_RECONSTRUCTIONS = 8
 
@@ -26,13 +27,6 @@ def _png(image, scale=2):
 
 def _img(image, title="", scale=2):
     return f'<img src="{_png(image, scale)}" title="{html.escape(title)}">'
-
-
-def _log(path):
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _loss_figure(vq_log, llm_log):
@@ -74,7 +68,7 @@ def _accuracy_table(results, columns):
 
 def evaluate_and_report(out, timings, seed):
     """Evaluate the trained world in ``out`` and write ``out/metrics.json`` and ``out/report.html``."""
-    records = evaluate.load_eval_records(os.path.join(out, "data", "eval.json"))
+    records = dataset.load(os.path.join(out, "data", "eval.json"))
     model, processor = evaluate.load_models(os.path.join(out, "Emu3-Tiny"), os.path.join(out, "Emu3-VisionTokenizer"))
     print(f"  reconstructing {len(records)} evaluation pictures", flush=True)
     recon, pictures, recons = evaluate.evaluate_reconstruction(processor, records)
@@ -83,8 +77,8 @@ def evaluate_and_report(out, timings, seed):
     print(f"  answering {len(records) * len(shapes.QUESTIONS)} questions", flush=True)
     vqa, answers = evaluate.evaluate_answers(model, processor, records)
 
-    vq_log = _log(os.path.join(out, "runs", "vision-tokenizer", "train_log.jsonl"))
-    llm_log = _log(os.path.join(out, "runs", "llm", "train_log.jsonl"))
+    vq_log = read_log(os.path.join(out, "runs", "vision-tokenizer"))
+    llm_log = read_log(os.path.join(out, "runs", "llm"))
     metrics = {
         "vision_tokenizer": dict(recon, training_steps=vq_log[-1]["step"] if vq_log else None),
         "text_to_image": generation,

@@ -56,6 +56,11 @@ def render(size, colour, shape, background, x, y):
     return image
 
 
+def render_record(record):
+    """The picture of a record of ``sample``."""
+    return render(record["size"], record["colour"], record["shape"], record["background"], record["x"], record["y"])
+
+
 def sample(rng, size, colour, shape, background):
     """A record with a random position: {"size", "colour", "shape", "background", "x", "y", "caption"}."""
     side = SIZES[size]
