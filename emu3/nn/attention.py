@@ -133,6 +133,7 @@ class Attention(nn.Cell):
             raise ValueError(f"unknown attention backend {self.backend!r}; use 'math' or 'ascend'")
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
         self.scale = head_dim ** -0.5
         self.dropout_p = float(dropout)
         self.dropout = nn.Dropout(p=dropout) if dropout > 0 else None
