@@ -20,13 +20,17 @@ def token_loss_sum(logits, targets):
                              ignore_index=IGNORE_INDEX, reduction="sum")
 
 
-def clipped_update(optimizer, max_grad_norm, lr, loss_scale, grads):
+def clipped_update(optimizer, max_grad_norm, lr, loss_scale, grads, squared_norm=None):
     """Unscale, clip to the global norm (torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), never
-    up; ``max_grad_norm`` 0 = off) and apply ``optimizer``; returns the global norm before clipping."""
+    up; ``max_grad_norm`` 0 = off) and apply ``optimizer``; returns the global norm before clipping.
+    ``squared_norm(grads)``: the sum of squares over every rank's shards (default: of ``grads`` as they are)."""
     grads = tuple(g.astype(ms.float32) / loss_scale for g in grads)
-    squares = Tensor(0.0, ms.float32)
-    for g in grads:
-        squares = squares + ops.reduce_sum(g * g)
+    if squared_norm is None:
+        squares = Tensor(0.0, ms.float32)
+        for g in grads:
+            squares = squares + ops.reduce_sum(g * g)
+    else:
+        squares = squared_norm(grads)
     norm = ops.sqrt(squares)
     coef = Tensor(1.0, ms.float32)
     if max_grad_norm > 0:
@@ -38,6 +42,11 @@ def clipped_update(optimizer, max_grad_norm, lr, loss_scale, grads):
 class TrainStep:
     """``step(micro_batches, lr, loss_scale)`` -> (loss, grad_norm, finite, supervised tokens) of one optimizer step.
 
+    ``plan`` (``emu3.parallel.zero.ZeroPlan``) says which parameters backward differentiates, how their
+    gradients are reduced over the ranks and what the optimizer updates; ``forward`` is the model or its
+    sequence-parallel wrapper. Losses and token counts are summed over all ranks, so the loss is the global
+    mean and every rank's gradient contribution is weighted by the step's global token count.
+
     Two compiled graphs per step: forward + backward (gradients stay device tensors), then the update (unscale,
     clipping, AdamW), which is elementwise work over every parameter and is compiled with operator fusion where
     it is available (``emu3.device.FusedJit``): unfused, its ~20 passes over the weights are a large share of a
@@ -46,14 +55,17 @@ class TrainStep:
     cannot compile a broadcast Select, fuses it). Without it the update is unconditional, as torch's.
     """
 
-    def __init__(self, model, optimizer, max_grad_norm=0.0, compiled=True, guard_overflow=True):
+    def __init__(self, model, optimizer, max_grad_norm=0.0, compiled=True, guard_overflow=True, plan=None,
+                 forward=None):
         from emu3.device import FusedJit
+        from emu3.parallel.zero import ZeroPlan
 
-        self.model = model
+        self.model = forward or model
         self.optimizer = optimizer
+        self.plan = plan or ZeroPlan(model)
         self.max_grad_norm = float(max_grad_norm or 0.0)
         self.guard_overflow = bool(guard_overflow)
-        self._grad = ms.value_and_grad(self._forward, None, optimizer.params, has_aux=True)
+        self._grad = ms.value_and_grad(self._forward, None, self.plan.weights, has_aux=True)
         self._accumulators = None
         wrap = ms.jit if compiled else (lambda f: f)
         self._first = wrap(self._micro_first)
@@ -82,23 +94,27 @@ class TrainStep:
 
     def _micro_last(self, input_ids, attention_mask, targets, weight):
         (_, loss_sum), grads = self._grad(input_ids, attention_mask, targets, weight)
-        grads = tuple(acc + g.astype(ms.float32) for acc, g in zip(self._accumulators, grads))
-        return (loss_sum, self._finite(grads)) + grads
+        grads = self.plan.reduce(tuple(acc + g.astype(ms.float32) for acc, g in zip(self._accumulators, grads)))
+        return (self.plan.sum_over_ranks(loss_sum), self._finite(grads)) + grads
 
     def _micro_single(self, input_ids, attention_mask, targets, weight):
         (_, loss_sum), grads = self._grad(input_ids, attention_mask, targets, weight)
-        return (loss_sum, self._finite(grads)) + tuple(grads)
+        grads = self.plan.reduce(grads)
+        return (self.plan.sum_over_ranks(loss_sum), self._finite(grads)) + tuple(grads)
 
     def _finite(self, grads):
-        return ms.amp.all_finite(grads) if self.guard_overflow else Tensor(True)
+        return self.plan.all_finite(grads) if self.guard_overflow else Tensor(True)
 
     def _apply(self, lr, loss_scale, *grads):
-        return clipped_update(self.optimizer, self.max_grad_norm, lr, loss_scale, grads)
+        norm = clipped_update(self.optimizer, self.max_grad_norm, lr, loss_scale, grads, self.plan.squared_norm)
+        self.plan.publish()
+        return norm
 
     # ---- one optimizer step ----------------------------------------------------------------------------------
     def step(self, micro_batches, lr, loss_scale=1.0):
-        """``micro_batches``: list of (input_ids, attention_mask, targets) int32 numpy arrays."""
-        tokens = sum(int((targets != IGNORE_INDEX).sum()) for _, _, targets in micro_batches)
+        """``micro_batches``: list of (input_ids, attention_mask, targets) int32 numpy arrays (under sequence
+        parallelism: this rank's slice of input_ids and targets, the whole attention_mask)."""
+        tokens = int(self.plan.host_sum(sum(int((targets != IGNORE_INDEX).sum()) for _, _, targets in micro_batches)))
         weight = Tensor(loss_scale / max(tokens, 1), ms.float32)
         inputs = [tuple(Tensor(x, ms.int32) for x in batch) for batch in micro_batches]
         total = 0.0
@@ -108,10 +124,10 @@ class TrainStep:
             if self._accumulators is None:
                 self._accumulators = ms.ParameterTuple(
                     Parameter(ops.zeros(p.shape, ms.float32), name=f"accumulated.{p.name}", requires_grad=False)
-                    for p in self.optimizer.params)
-            total += float(self._first(*inputs[0], weight).asnumpy())
+                    for p in self.plan.weights)
+            total += self.plan.host_sum(self._first(*inputs[0], weight))
             for batch in inputs[1:-1]:
-                total += float(self._middle(*batch, weight).asnumpy())
+                total += self.plan.host_sum(self._middle(*batch, weight))
             loss_sum, finite, *grads = self._last(*inputs[-1], weight)
         total += float(loss_sum.asnumpy())
         if not bool(finite.asnumpy()):  # an fp16 overflow: no update at all (moments and step count included)

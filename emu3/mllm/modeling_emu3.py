@@ -65,11 +65,16 @@ class Emu3Embedding(nn.Cell):
             self.weight.set_data(Tensor(table))
 
     def construct(self, input_ids):
-        embeds = ops.gather(self.weight, input_ids, 0)
-        if self.training and self.padding_idx is not None:
-            trained = (input_ids != self.padding_idx).expand_dims(-1)
-            embeds = ops.where(trained, embeds, ops.stop_gradient(embeds))
-        return embeds
+        return embedding_lookup(self.weight, input_ids, self.padding_idx, self.training)
+
+
+def embedding_lookup(weight, input_ids, padding_idx=None, training=False):
+    """Rows of ``weight``; in training the ``padding_idx`` rows pass no gradient back."""
+    embeds = ops.gather(weight, input_ids, 0)
+    if training and padding_idx is not None:
+        trained = (input_ids != padding_idx).expand_dims(-1)
+        embeds = ops.where(trained, embeds, ops.stop_gradient(embeds))
+    return embeds
 
 
 def half_swap_index(dim):

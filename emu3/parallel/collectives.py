@@ -190,7 +190,7 @@ def init_distributed(sequence_parallel=1):
     if sequence_parallel < 1 or world % sequence_parallel:
         raise ValueError(f"the number of processes ({world}) must be a multiple of --sequence_parallel_shards "
                          f"({sequence_parallel})")
-    sp, dp = sequence_parallel, world // sequence_parallel
+    sp = sequence_parallel
     sp_ranks = tuple(range(rank // sp * sp, rank // sp * sp + sp))
     dp_ranks = tuple(range(rank % sp, world, sp))
     groups = []

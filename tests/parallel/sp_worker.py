@@ -11,7 +11,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-import emu3  # noqa: E402,F401
+import emu3  # noqa: E402,F401  (before MindSpore: see emu3/_openmp.py)
 
 import numpy as np  # noqa: E402
 
