@@ -159,3 +159,34 @@ def save_tensors(tensors, directory, metadata=None):
     arrays = {name: np.require(to_numpy(value), requirements="C") for name, value in tensors.items()}  # no copy
     with atomic_path(os.path.join(directory, SINGLE_FILE)) as tmp:
         save_file(arrays, tmp, metadata={"format": "pt", **(metadata or {})})
+
+
+_SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32", "uint8": "U8",
+                       "bool": "BOOL"}
+
+
+def write_safetensors(path, specs, arrays, metadata=None):
+    """Write a safetensors file tensor by tensor: ``specs`` [(name, shape, numpy dtype)] fixes the header up front,
+    then ``arrays`` yields (name, array) in the same order, each written as it comes and dropped. Peak memory is
+    one tensor, so a process can write a model it never holds whole (ZeRO-3 export). Atomic, as every write."""
+    header, offset = {}, 0
+    for name, shape, dtype in specs:
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[np.dtype(dtype).name], "shape": list(shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    header["__metadata__"] = {"format": "pt", **(metadata or {})}
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    expected = iter(specs)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for name, array in arrays:
+            want_name, shape, dtype = next(expected)
+            array = np.ascontiguousarray(array, dtype=dtype)
+            if name != want_name or tuple(array.shape) != tuple(shape):
+                raise ValueError(f"write_safetensors: got {name} {array.shape}, expected {want_name} {tuple(shape)}")
+            f.write(array.tobytes())
+        if next(expected, None) is not None:
+            raise ValueError("write_safetensors: fewer tensors than the header announces")

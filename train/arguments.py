@@ -78,6 +78,14 @@ def build_parser():
     g.add_argument("--scale_window", type=int, default=1000)
     g.add_argument("--mode", type=int, choices=(0, 1), default=0, help="0: compiled train step (graph), 1: pynative")
 
+    g = p.add_argument_group("parallelism (under msrun: scripts/*_sft_seq_parallel.sh)")
+    g.add_argument("--sequence_parallel_shards", type=int, default=1,
+                   help="Ulysses sequence parallelism: ranks sharing each sample's tokens (divides the process "
+                        "count, the attention and KV heads and --max_position_embeddings)")
+    g.add_argument("--ms_zero_stage", type=int, choices=(0, 1, 2, 3), default=0,
+                   help="ZeRO over all ranks: 1 optimizer state, 2 + gradients, 3 + parameters sharded")
+    _bool(g, "--is_distribute", False, "mindone's flag: accepted; the launch (msrun or not) decides")
+
     g = p.add_argument_group("checkpoints and logs")
     g.add_argument("--save_strategy", choices=("steps", "epoch", "no"), default="steps")
     g.add_argument("--save_steps", type=int, default=500)
@@ -109,6 +117,8 @@ def parse_args(argv=None):
         problems.append("give --num_train_epochs > 0 or --max_steps > 0")
     if args.lr_scheduler_type == "cosine_with_min_lr" and args.min_learning_rate is None:
         problems.append("--lr_scheduler_type cosine_with_min_lr needs --min_learning_rate")
+    if args.sequence_parallel_shards < 1:
+        problems.append("--sequence_parallel_shards must be >= 1")
     if args.trainable_hidden_layers is not None and args.trainable_hidden_layers < 0:
         problems.append("--trainable_hidden_layers must be >= 0")
     if problems:

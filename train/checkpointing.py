@@ -5,6 +5,13 @@ A checkpoint folder holds ``config.json`` and ``model.safetensors`` (released te
 (moments, step, fp32 master weights) and ``trainer_state.json`` (step, data position, loss scale, RNG, log).
 It is written into a hidden temporary folder and renamed into place, so a crash mid-save never leaves a
 half-written checkpoint as the newest; older checkpoints are pruned only after the new one is complete.
+
+A distributed run (``Ranks`` of size > 1) writes the same folder, plus one ``rank-{r}-of-{W}.safetensors`` per
+rank in place of ``optimizer.safetensors``: that rank's optimizer state and its part of every parameter
+(``param.NAME``: its rows of a sharded tensor; a replicated one on rank 0 only), the shards from which
+``train/combine_checkpoint.py`` rebuilds the model offline. ``model.safetensors`` is streamed tensor by tensor by
+rank 0 while the ranks gather each sharded tensor in turn, so no rank ever holds more than its shards plus one
+whole tensor.
 """
 
 import glob
@@ -19,14 +26,54 @@ from safetensors.numpy import load_file, save_file
 
 from emu3.arrays import to_numpy
 from emu3.atomic import umask_mode
-from emu3.checkpoint import checkpoint_files, read_header, save_tensors
+from emu3.checkpoint import SINGLE_FILE, checkpoint_files, read_header, write_safetensors
 
 STATE_FILE = "trainer_state.json"
+PARAM_PREFIX = "param."  # a rank file's part of a parameter
 OPTIMIZER_FILE = "optimizer.safetensors"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Fields that must agree between a checkpoint and the run resuming it.
 ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                        "num_key_value_heads")
+
+
+class Ranks:
+    """Who writes what in a save: ``rank`` of ``size`` processes, ``barrier()`` waits for all of them."""
+
+    def __init__(self, rank=0, size=1, barrier=None):
+        self.rank, self.size = rank, size
+        self._barrier = barrier
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def barrier(self):
+        if self.size > 1:
+            self._barrier()
+
+
+SINGLE_PROCESS = Ranks()
+
+
+def rank_file(rank, size):
+    return f"rank-{rank}-of-{size}.safetensors"
+
+
+class ModelExport:
+    """The tensors of an exported model, produced one at a time: ``specs`` [(name, shape, dtype)] and
+    ``arrays()`` yielding (name, array) in that order. A dict {name: tensor or array} is the in-memory case."""
+
+    def __init__(self, specs, arrays):
+        self.specs, self.arrays = list(specs), arrays
+
+    @classmethod
+    def of(cls, weights):
+        if isinstance(weights, cls):
+            return weights
+        arrays = _numpy_tensors(weights)
+        arrays = {k: v.astype(np.float32, copy=False) if v.dtype.kind == "f" else v for k, v in arrays.items()}
+        return cls([(k, v.shape, v.dtype) for k, v in arrays.items()], lambda: iter(arrays.items()))
 
 
 def checkpoints(output_dir):
@@ -49,37 +96,61 @@ def _numpy_tensors(named):
     return {name: np.require(to_numpy(value), requirements="C") for name, value in named.items()}
 
 
-def write_model(directory, weights, config, tokenizer):
-    """config.json, model.safetensors (fp32, released names) and the tokenizer files into ``directory``."""
-    config.save_pretrained(directory)
-    save_tensors({k: v.astype(np.float32, copy=False) if v.dtype.kind == "f" else v
-                  for k, v in _numpy_tensors(weights).items()}, directory)
-    tokenizer.save_pretrained(directory)
+def write_model(directory, weights, config, tokenizer, ranks=SINGLE_PROCESS):
+    """config.json, model.safetensors (fp32, released names) and the tokenizer files into ``directory``.
+    ``weights``: a dict or a ``ModelExport``; with several ranks every rank iterates it (it may gather) and rank 0
+    writes."""
+    export = ModelExport.of(weights)
+    if ranks.is_main:
+        os.makedirs(directory, exist_ok=True)
+        config.save_pretrained(directory)
+        write_safetensors(os.path.join(directory, SINGLE_FILE), export.specs, export.arrays())
+        tokenizer.save_pretrained(directory)
+    else:
+        for _ in export.arrays():
+            pass
+    ranks.barrier()
 
 
-def save_checkpoint(output_dir, step, weights, config, tokenizer, optimizer_state, trainer_state, save_total_limit):
-    """Write ``output_dir/checkpoint-{step}`` atomically, then prune the oldest beyond ``save_total_limit``."""
+def save_checkpoint(output_dir, step, weights, config, tokenizer, optimizer_state, trainer_state, save_total_limit,
+                    ranks=SINGLE_PROCESS):
+    """Write ``output_dir/checkpoint-{step}`` atomically, then prune the oldest beyond ``save_total_limit``.
+    ``optimizer_state``: this rank's tensors (with several ranks: its rank file's), or a function returning them
+    once the model has been written."""
     final = os.path.join(output_dir, f"checkpoint-{step}")
-    tmp = tempfile.mkdtemp(dir=output_dir, prefix=f".tmp-checkpoint-{step}-")
-    try:
-        write_model(tmp, weights, config, tokenizer)
-        save_file(_numpy_tensors(optimizer_state), os.path.join(tmp, OPTIMIZER_FILE))
-        with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
-            json.dump(trainer_state, f, indent=2)
-        os.chmod(tmp, umask_mode(directory=True))
-        if os.path.exists(final):  # the same step saved again (e.g. after a resume): swap, then drop the old one
-            old = tempfile.mkdtemp(dir=output_dir, prefix=f".tmp-checkpoint-{step}-old-")
-            os.rename(final, os.path.join(old, "old"))
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    finally:
-        if os.path.isdir(tmp):
+    if ranks.size == 1:
+        tmp = tempfile.mkdtemp(dir=output_dir, prefix=f".tmp-checkpoint-{step}-")
+    else:  # one name every rank knows; rank 0 clears it
+        tmp = os.path.join(output_dir, f".tmp-checkpoint-{step}-all")
+        if ranks.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
-    if save_total_limit:
+            os.makedirs(tmp)
+        ranks.barrier()
+    try:
+        write_model(tmp, weights, config, tokenizer, ranks)
+        name = OPTIMIZER_FILE if ranks.size == 1 else rank_file(ranks.rank, ranks.size)
+        if callable(optimizer_state):
+            optimizer_state = optimizer_state()
+        save_file(_numpy_tensors(optimizer_state), os.path.join(tmp, name))
+        ranks.barrier()
+        if ranks.is_main:
+            with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
+                json.dump(trainer_state, f, indent=2)
+            os.chmod(tmp, umask_mode(directory=True))
+            if os.path.exists(final):  # the same step saved again (after a resume): swap, then drop the old one
+                old = tempfile.mkdtemp(dir=output_dir, prefix=f".tmp-checkpoint-{step}-old-")
+                os.rename(final, os.path.join(old, "old"))
+                os.rename(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, final)
+    finally:
+        if ranks.is_main and os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    if save_total_limit and ranks.is_main:
         for _, path in checkpoints(output_dir)[:-save_total_limit]:
             shutil.rmtree(path, ignore_errors=True)
+    ranks.barrier()
     return final
 
 
@@ -100,11 +171,15 @@ def check_resumable(path, config, fields=ARCHITECTURE_FIELDS):
                          "--output_dir")
 
 
-def load_resume_state(path, optimizer_names):
-    """(trainer_state, optimizer tensors) of checkpoint ``path``, after checking that they fit this run."""
+def load_resume_state(path, optimizer_names, ranks=SINGLE_PROCESS):
+    """(trainer_state, this rank's optimizer tensors) of checkpoint ``path``, after checking that they fit."""
     with open(os.path.join(path, STATE_FILE), encoding="utf-8") as f:
         state = json.load(f)
-    tensors = load_file(os.path.join(path, OPTIMIZER_FILE))
+    name = OPTIMIZER_FILE if ranks.size == 1 else rank_file(ranks.rank, ranks.size)
+    if not os.path.isfile(os.path.join(path, name)):
+        raise ValueError(f"checkpoint {path!r} has no {name}: it was written by another number of processes")
+    tensors = load_file(os.path.join(path, name))
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(PARAM_PREFIX)}
     missing = sorted(set(optimizer_names) - set(tensors))
     extra = sorted(set(tensors) - set(optimizer_names))
     if missing or extra:
@@ -112,6 +187,14 @@ def load_resume_state(path, optimizer_names):
                          f"{len(extra)} extra, e.g. {(missing + extra)[:3]}): was --trainable_hidden_layers or "
                          "--fp16 different? Resume with the same flags, or start a new --output_dir")
     return state, tensors
+
+
+def read_tensors_from(path, names):
+    """{name: array} of the named tensors of one safetensors file."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="numpy") as f:
+        return {name: f.get_tensor(name) for name in names}
 
 
 def read_tensors(directory, names):

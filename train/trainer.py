@@ -1,8 +1,11 @@
 """The trainer: build -> compiled train step -> log -> save/resume. One trainer for every task.
 
-Build order: tokenizer and config of ``--model_name_or_path`` (config cross-updated with ``--image_area`` /
-``--max_position_embeddings`` as the original), dataset, model (pretrained weights, or a resumed checkpoint's),
-then what is applied from outside the plain model: frozen layers, recompute, precision; then the optimizer.
+Build order: process groups (under msrun), tokenizer and config of ``--model_name_or_path`` (config cross-updated
+with ``--image_area`` / ``--max_position_embeddings`` as the original), dataset (each data-parallel rank its own
+part; the ranks of one sequence-parallel group read the same samples), model (pretrained weights, or a resumed
+checkpoint's), then what is applied from outside the plain model (``train.parallelize``): frozen layers,
+precision, sequence parallelism, ZeRO-3 sharding, recompute; then the optimizer over what the ZeRO plan says.
+A single process is the world of one: the same code with every collective left out.
 """
 
 import itertools
@@ -17,11 +20,14 @@ from emu3.atomic import atomic_path, atomic_write
 from emu3.device import select_device
 from emu3.mllm import Emu3Config, Emu3ForCausalLM, Emu3Tokenizer
 from emu3.nn.precision import PrecisionPolicy, apply_precision
+from emu3.parallel.sequence_parallel import check_sequence_parallel, split_sequence
+from emu3.parallel.zero import shard_rows
 
-from .checkpointing import (check_resumable, checkpoints, load_resume_state, read_tensors, remove_stale_temporaries,
-                            save_checkpoint, write_model)
+from .checkpointing import (PARAM_PREFIX, ModelExport, Ranks, check_resumable, checkpoints, load_resume_state,
+                            rank_file, read_tensors, read_tensors_from, remove_stale_temporaries, save_checkpoint, write_model)
 from .data import SFTDataset, batches, next_token_targets
 from .optim import AdamW, learning_rates
+from .parallelize import init_parallel, parallelize
 from .sequences import SequenceBuilder, supervision_from_flags
 from .step import TrainStep
 
@@ -54,8 +60,14 @@ class LossScaler:
 
 class Trainer:
     def __init__(self, args, log=print):
-        self.args, self.log = args, log
+        self.args = args
         select_device()
+        try:
+            self.world, self.sp, self.dp = init_parallel(args)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+        self.log = log if self.world.rank == 0 else _quiet
+        log = self.log
         self._check_before_work()
         self.tokenizer = self._load_tokenizer()
         self.config = self._load_config()
@@ -66,7 +78,7 @@ class Trainer:
                                       args.null_prompt_prob, args.seed, log=log)
         except (FileNotFoundError, ValueError) as e:
             raise TrainingError(str(e)) from None
-        self.samples_per_epoch = len(self.dataset.epoch_order(0))
+        self.samples_per_epoch = len(self.dataset.epoch_order(0, self.dp.size, self.dp.rank))
         micro_per_epoch = self.samples_per_epoch // args.per_device_train_batch_size
         if micro_per_epoch == 0:
             raise TrainingError(f"{self.samples_per_epoch} usable samples are fewer than one batch of "
@@ -112,6 +124,11 @@ class Trainer:
             if value is not None:
                 setattr(config, name, value)
             setattr(a, name, getattr(config, name))
+        if self.sp.size > 1:
+            try:
+                check_sequence_parallel(config, self.sp.size, config.max_position_embeddings)
+            except ValueError as e:
+                raise TrainingError(str(e)) from None
         if len(self.tokenizer) != config.vocab_size:
             raise TrainingError(f"the tokenizer has {len(self.tokenizer)} tokens but the model has "
                                 f"{config.vocab_size} embeddings: model and tokenizer do not belong together")
@@ -119,7 +136,8 @@ class Trainer:
 
     def _find_resume(self):
         a = self.args
-        remove_stale_temporaries(a.output_dir)
+        if self.world.rank == 0:
+            remove_stale_temporaries(a.output_dir)
         if a.resume:
             if not os.path.isdir(a.resume):
                 raise TrainingError(f"--resume {a.resume!r} is not a folder")
@@ -130,9 +148,25 @@ class Trainer:
         if path:
             try:
                 check_resumable(path, self.config)
+                self._check_same_layout(path)
             except ValueError as e:
                 raise TrainingError(str(e)) from None
         return path
+
+    def _layout(self):
+        return {"world_size": self.world.size, "sequence_parallel_shards": self.sp.size,
+                "ms_zero_stage": self.args.ms_zero_stage if self.world.size > 1 else 0}
+
+    def _check_same_layout(self, path):
+        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+            saved = json.load(f)
+        saved = {k: saved.get(k, 1 if k != "ms_zero_stage" else 0) for k in self._layout()}
+        if saved != self._layout():
+            was = ", ".join(f"{k} {v}" for k, v in saved.items())
+            now = ", ".join(f"{k} {v}" for k, v in self._layout().items())
+            raise ValueError(f"checkpoint {path!r} was written by a run with {was}; this run has {now}. Resume "
+                             f"with the same NPUS / SP / ZERO_STAGE, or start a new --output_dir with "
+                             f"--model_name_or_path {path} (its model.safetensors is the whole model)")
 
     def _build_model(self):
         a = self.args
@@ -147,13 +181,13 @@ class Trainer:
         for layer in layers[:frozen]:
             for p in layer.get_parameters():
                 p.requires_grad = False
-        if a.gradient_checkpointing:
-            for layer in layers:
-                layer.recompute()
         dtype = self.policy.param_dtype
         if dtype != ms.float32:
             apply_precision(self.model, self.policy)
-        self.optimizer = AdamW(self.model.trainable_params(), a.weight_decay, (a.adam_beta1, a.adam_beta2),
+        self.plan, self.forward = parallelize(self.model, self.world, self.sp, a.ms_zero_stage,
+                                              a.gradient_checkpointing)
+        self.ranks = Ranks(self.world.rank, self.world.size, lambda: self.plan.host_sum(0))
+        self.optimizer = AdamW(self.plan.optimizer_params(), a.weight_decay, (a.adam_beta1, a.adam_beta2),
                                a.adam_epsilon)
         scaler_kind = (a.loss_scaler_type or "dynamic") if a.fp16 else "none"
         self.scaler = LossScaler(scaler_kind, a.init_loss_scale if a.fp16 else 1.0, a.loss_scale_factor,
@@ -162,18 +196,31 @@ class Trainer:
         if self.resume_path:
             self._restore()
         self.train_step = TrainStep(self.model, self.optimizer, a.max_grad_norm, compiled=a.mode == 0,
-                                    guard_overflow=scaler_kind != "none")
-        self.log(f"model {source}: {sum(p.size for p in self.model.trainable_params()):,} trainable parameters"
+                                    guard_overflow=scaler_kind != "none", plan=self.plan, forward=self.forward)
+        self.log(f"model {source}: {self._trainable_count():,} trainable parameters"
                  f" ({frozen} of {len(layers)} decoder layers frozen), {_DTYPE_NAMES[dtype]}, "
                  f"{'graph' if a.mode == 0 else 'pynative'} mode"
                  + (", recompute" if a.gradient_checkpointing else ""))
+        if self.world.size > 1:
+            self.log(f"{self.world.size} processes: {self.dp.size} data-parallel x {self.sp.size} sequence-parallel,"
+                     f" ZeRO stage {a.ms_zero_stage}")
+
+    def _trainable_count(self):
+        rows = self.plan.sharded_rows if self.args.ms_zero_stage == 3 else {}
+        return sum(rows[p.name] * p.size // p.shape[0] if p.name in rows else p.size
+                   for p in self.model.trainable_params())
 
     def _restore(self):
         try:
-            state, tensors = load_resume_state(self.resume_path, list(self.optimizer.state()))
+            state, tensors = load_resume_state(self.resume_path, list(self.optimizer.state()), self.ranks)
         except ValueError as e:
             raise TrainingError(str(e)) from None
         self.optimizer.load_state(tensors)
+        if self.plan.masters:  # ZeRO-1/2: this rank's fp32 rows, as saved (a low-precision model lost them)
+            parts = read_tensors_from(os.path.join(self.resume_path, rank_file(self.world.rank, self.world.size)),
+                                      [PARAM_PREFIX + name for name in self.plan.master_by_name])
+            for name, master in self.plan.master_by_name.items():
+                master.set_data(ms.Tensor(parts[PARAM_PREFIX + name]))
         self.state = {k: state[k] for k in ("global_step", "epoch", "samples_in_epoch")}
         self.scaler.scale, self.scaler.good_steps = state["loss_scale"], state["loss_scale_good_steps"]
         ms.set_seed(state["seed"] + state["global_step"])
@@ -190,10 +237,10 @@ class Trainer:
         window = _new_window()
         while self.state["global_step"] < self.total_steps:
             epoch = self.state["epoch"]
-            micro_batches = batches(self.dataset.samples(epoch, self.state["samples_in_epoch"]),
-                                    a.per_device_train_batch_size)
+            micro_batches = batches(self.dataset.samples(epoch, self.state["samples_in_epoch"], self.dp.size,
+                                                         self.dp.rank), a.per_device_train_batch_size)
             while self.state["global_step"] < self.total_steps:
-                micro = [(ids, mask, next_token_targets(labels))
+                micro = [self._rank_slice(ids, mask, next_token_targets(labels))
                          for ids, mask, labels in itertools.islice(micro_batches, a.gradient_accumulation_steps)]
                 if not micro:  # the epoch is used up
                     self.state.update(epoch=epoch + 1, samples_in_epoch=0)
@@ -206,6 +253,12 @@ class Trainer:
                 self._save_if()
         self.save_final()
 
+    def _rank_slice(self, ids, mask, targets):
+        """Under sequence parallelism this rank's tokens of the batch (and the whole padding mask)."""
+        if self.sp.size == 1:
+            return ids, mask, targets
+        return split_sequence(ids, self.sp), mask, split_sequence(targets, self.sp)
+
     def _optimizer_step(self, micro, window):
         step = self.state["global_step"]
         loss, norm, finite, _ = self.train_step.step(micro, self.lrs[step], self.scaler.scale)
@@ -216,8 +269,8 @@ class Trainer:
         window["loss"] += loss if finite else 0.0
         window["n"] += int(finite)
         window["skipped"] += int(not finite)
-        window["tokens"] += int(sum(mask.sum() for _, mask, _ in micro))
-        window["samples"] += samples
+        window["tokens"] += int(sum(mask.sum() for _, mask, _ in micro)) * self.dp.size  # over all ranks
+        window["samples"] += samples * self.dp.size
         window["grad_norm"] = norm
 
     def _log_step(self, window):
@@ -228,8 +281,9 @@ class Trainer:
                   "lr": self.lrs[self.state["global_step"] - 1], "grad_norm": norm,
                   "loss_scale": self.scaler.scale, "skipped_steps": window["skipped"],
                   "tokens_per_s": window["tokens"] / elapsed, "samples_per_s": window["samples"] / elapsed}
-        with open(os.path.join(self.args.output_dir, LOG_FILE), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.world.rank == 0:
+            with open(os.path.join(self.args.output_dir, LOG_FILE), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
         loss = "overflow" if record["loss"] is None else f"{record['loss']:.4f}"
         self.log(f"step {record['step']}/{self.total_steps} epoch {record['epoch']:.2f} loss {loss} "
                  f"lr {record['lr']:.3g} grad_norm {norm:.3g} loss_scale {record['loss_scale']:g} "
@@ -240,15 +294,36 @@ class Trainer:
 
     # ---- saving ------------------------------------------------------------------------------------------------
     def _weights(self):
-        """fp32 values to export: the optimizer's masters; frozen low-precision parameters never change, so they
-        are read back from the folder the model was loaded from instead of widening their fp16 copies."""
-        weights = self.optimizer.master_weights()
-        frozen = [name for name, p in self.model.parameters_and_names()
-                  if name not in weights and p.dtype != ms.float32]
-        weights.update(read_tensors(self.resume_path or self.args.model_name_or_path, frozen))
-        for name, p in self.model.parameters_and_names():
-            weights.setdefault(name, p)
-        return weights
+        """The model to export, one whole fp32 tensor at a time (``ModelExport``), and this rank's parts of it
+        for its rank file (filled while the export is iterated). The values are the optimizer's fp32 masters
+        (ZeRO-1/2: this rank's rows); frozen low-precision parameters never change, so they are read back from the
+        folder the model was loaded from instead of widening their fp16 copies."""
+        targets = self.optimizer.master_weights()
+        source = self.resume_path or self.args.model_name_or_path
+        sharded = self.plan.sharded_rows if self.world.size > 1 else {}
+        named = list(self.model.parameters_and_names())
+        parts = {}
+
+        def local_value(name, param):
+            value = self.plan.master_by_name.get(name)
+            if value is None:
+                value = targets.get(name)
+            if value is None and param.dtype != ms.float32:
+                whole = read_tensors(source, [name])[name]
+                return whole if name not in sharded else shard_rows(whole, self.world.size, self.world.rank)
+            return param if value is None else value
+
+        def arrays():
+            for name, param in named:
+                local = local_value(name, param)
+                local = local.asnumpy() if isinstance(local, ms.Tensor) else local
+                if name in sharded or self.world.rank == 0:
+                    parts[PARAM_PREFIX + name] = local.astype("float32")
+                yield name, self.plan.full_value(name, local).astype("float32")
+
+        specs = [(name, ((sharded[name],) + tuple(p.shape[1:])) if name in sharded else tuple(p.shape), "float32")
+                 for name, p in named]
+        return ModelExport(specs, arrays), parts
 
     def _save_if(self, epoch_end=False):
         a, step = self.args, self.state["global_step"]
@@ -261,17 +336,29 @@ class Trainer:
         a = self.args
         state = dict(self.state, total_steps=self.total_steps, loss_scale=self.scaler.scale,
                      loss_scale_good_steps=self.scaler.good_steps, seed=a.seed,
-                     train_data_path=[os.path.abspath(p) for p in a.train_data_path])
-        path = save_checkpoint(a.output_dir, self.state["global_step"], self._weights(), self.config,
-                               self.tokenizer, self.optimizer.state(), state, a.save_total_limit)
-        plot_losses(a.output_dir)
+                     train_data_path=[os.path.abspath(p) for p in a.train_data_path], **self._layout(),
+                     sharded_rows=self.plan.sharded_rows if self.world.size > 1 else {})
+        export, parts = self._weights()
+
+        def rank_state():  # after the export has filled ``parts``
+            return dict(self.optimizer.state(), **parts) if self.world.size > 1 else self.optimizer.state()
+
+        path = save_checkpoint(a.output_dir, self.state["global_step"], export, self.config,
+                               self.tokenizer, rank_state, state, a.save_total_limit, self.ranks)
+        if self.world.rank == 0:
+            plot_losses(a.output_dir)
         self.log(f"saved {path}")
         return path
 
     def save_final(self):
-        write_model(self.args.output_dir, self._weights(), self.config, self.tokenizer)
-        plot_losses(self.args.output_dir)
+        write_model(self.args.output_dir, self._weights()[0], self.config, self.tokenizer, self.ranks)
+        if self.world.rank == 0:
+            plot_losses(self.args.output_dir)
         self.log(f"final model in {self.args.output_dir} (loss curve: {os.path.join(self.args.output_dir, PLOT_FILE)})")
+
+
+def _quiet(*_args, **_kwargs):
+    pass
 
 
 def _new_window():

@@ -3,6 +3,9 @@ tokenizer (spatial factor 8) saved as a folder, a tiny LLM folder (released toke
 T2I / VQA / text inputs with generated pictures."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from emu3.mllm.tokenization_emu3 import Emu3Tokenizer
 from emu3.mllm.tokenizer_files import build_tokenizer_files, find_qwen_tiktoken
 from emu3.tokenizer import Emu3VisionVQConfig, Emu3VisionVQImageProcessor, Emu3VisionVQModel
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_LLM = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, max_position_embeddings=96, image_area=32 * 32, attention_dropout=0.0)
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 40)}
@@ -83,3 +87,23 @@ def write_inputs(root):
     for name, items in (("t2i", t2i), ("vqa", vqa), ("text", text)):
         (root / f"{name}.json").write_text(json.dumps(items))
     return root
+
+
+def prepare(script, out, *args):
+    env = dict(os.environ, GLOG_v="3")
+    result = subprocess.run([sys.executable, os.path.join(REPO, "train", script), "--output-path", str(out),
+                             *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def t2i_data(tmp_path_factory, vq_dir, inputs_dir):
+    return prepare("prepare_vision_data.py", tmp_path_factory.mktemp("data") / "t2i", "--model-path", vq_dir,
+                   "--data-path", inputs_dir / "t2i.json", "--image-area", 1024)
+
+
+@pytest.fixture(scope="session")
+def vqa_data(tmp_path_factory, vq_dir, inputs_dir):
+    return prepare("prepare_vqa_data.py", tmp_path_factory.mktemp("data") / "vqa", "--model-path", vq_dir,
+                   "--data-path", inputs_dir / "vqa.json", "--image-area", 1024)

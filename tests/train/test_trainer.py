@@ -14,30 +14,7 @@ from emu3.mllm import Emu3ForCausalLM
 from train import checkpointing
 from train.arguments import parse_args
 from train.trainer import Trainer, TrainingError
-from conftest import make_llm_dir
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def prepare(script, out, *args):
-    env = dict(os.environ, GLOG_v="3")
-    result = subprocess.run([sys.executable, os.path.join(REPO, "train", script), "--output-path", str(out),
-                             *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return str(out)
-
-
-@pytest.fixture(scope="module")
-def t2i_data(tmp_path_factory, vq_dir, inputs_dir):
-    return prepare("prepare_vision_data.py", tmp_path_factory.mktemp("data") / "t2i", "--model-path", vq_dir,
-                   "--data-path", inputs_dir / "t2i.json", "--image-area", 1024)
-
-
-@pytest.fixture(scope="module")
-def vqa_data(tmp_path_factory, vq_dir, inputs_dir):
-    return prepare("prepare_vqa_data.py", tmp_path_factory.mktemp("data") / "vqa", "--model-path", vq_dir,
-                   "--data-path", inputs_dir / "vqa.json", "--image-area", 1024)
-
+from conftest import REPO, make_llm_dir
 
 def flags(model, data, out, *extra):
     return ["--model_name_or_path", model, "--train_data_path", data, "--output_dir", str(out), "--mode", "1",

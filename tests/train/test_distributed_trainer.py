@@ -1,0 +1,139 @@
+"""The SFT trainer in 2 processes under msrun, through the user's script (scripts/t2i_sft_seq_parallel.sh with
+NPUS=2 SP=2, ZeRO-3): the same model as one process, rank shards + the assembled released-layout model in every
+checkpoint, exact resume, offline combining; and the launch errors users hit."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from emu3.mllm import Emu3ForCausalLM
+from conftest import REPO
+
+STEPS = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--learning_rate", "1e-2", "--lr_scheduler_type", "linear",
+         "--warmup_steps", "1", "--per_device_train_batch_size", "2", "--null_prompt_prob", "0.0",
+         "--logging_steps", "1", "--seed", "3"]
+# The script's recipe, made tiny and fp32 (fp16 on CPU is covered by the single-device tests).
+TINY_RECIPE = ["--fp16", "False", "--image_area", "1024", "--max_position_embeddings", "96",
+               "--trainable_hidden_layers", "2", *STEPS]
+
+
+def run_script(script, out, model, data, npus=2, sp=2, zero=3, extra=(), port=None):
+    env = dict(os.environ, GLOG_v="3", NPUS=str(npus), SP=str(sp), ZERO_STAGE=str(zero), MODEL_PATH=model,
+               DATA_PATH=data, OUTPUT_DIR=str(out), PYTHON=sys.executable)
+    if port:
+        env["MASTER_PORT"] = str(port)
+    return subprocess.run(["bash", os.path.join(REPO, "scripts", script), *TINY_RECIPE, *extra],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, llm_dir, t2i_data):
+    """The same script with NPUS=1: one process (no msrun), the same global batch (2 samples per step)."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    result = run_script("t2i_sft_seq_parallel.sh", out, llm_dir, t2i_data, npus=1, sp=1)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "msrun" not in result.stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def parallel(tmp_path_factory, llm_dir, t2i_data):
+    out = tmp_path_factory.mktemp("parallel") / "run"
+    result = run_script("t2i_sft_seq_parallel.sh", out, llm_dir, t2i_data)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result
+
+
+def assert_same_model(a, b, rtol=1e-4, atol=1e-5):
+    want, got = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert want.keys() == got.keys()
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.mark.slow
+def test_sp2_zero3_trains_the_model_one_process_trains(single, parallel):
+    out, result = parallel
+    assert "msrun: 2 processes, SP 2" in result.stdout
+    assert_same_model(single, out)
+    single_log = [json.loads(x) for x in (single / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    np.testing.assert_allclose([r["loss"] for r in log], [r["loss"] for r in single_log], rtol=1e-5)
+    Emu3ForCausalLM.from_pretrained(str(out))  # the assembled model loads as a released folder
+
+
+@pytest.mark.slow
+def test_checkpoints_hold_rank_shards_and_the_assembled_model(parallel):
+    out, _ = parallel
+    ckpt = out / "checkpoint-2"
+    names = {p.name for p in ckpt.iterdir()}
+    assert {"rank-0-of-2.safetensors", "rank-1-of-2.safetensors", "model.safetensors", "config.json",
+            "trainer_state.json"} <= names
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["world_size"] == 2 and state["sequence_parallel_shards"] == 2 and state["ms_zero_stage"] == 3
+    model = load_file(str(ckpt / "model.safetensors"))
+    shards = [load_file(str(ckpt / f"rank-{r}-of-2.safetensors")) for r in range(2)]
+    q = "model.layers.0.self_attn.q_proj.weight"
+    rows = model[q].shape[0]
+    assert shards[0]["param." + q].shape[0] == rows // 2  # each rank holds half of the rows
+    np.testing.assert_array_equal(np.concatenate([s["param." + q] for s in shards]), model[q])
+    assert "param.model.norm.weight" in shards[0] and "param.model.norm.weight" not in shards[1]
+
+
+@pytest.mark.slow
+def test_combine_checkpoint_rebuilds_the_model_offline(parallel, tmp_path):
+    out, _ = parallel
+    ckpt = out / "checkpoint-2"
+    combined = tmp_path / "combined"
+    result = subprocess.run([sys.executable, os.path.join(REPO, "train", "combine_checkpoint.py"),
+                             "--checkpoint_dir", str(ckpt), "--output_dir", str(combined)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert_same_model(ckpt, combined, rtol=0, atol=0)
+    Emu3ForCausalLM.from_pretrained(str(combined))
+
+
+@pytest.mark.slow
+def test_resume_after_a_stop_equals_uninterrupted(parallel, tmp_path, llm_dir, t2i_data):
+    out, _ = parallel
+    stopped = tmp_path / "stopped"
+    os.makedirs(stopped)
+    # A run stopped right after its step-2 checkpoint: that checkpoint is all that is left.
+    subprocess.run(["cp", "-r", str(out / "checkpoint-2"), str(stopped / "checkpoint-2")], check=True)
+    result = run_script("t2i_sft_seq_parallel.sh", stopped, llm_dir, t2i_data)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "resumed from" in result.stdout + result.stderr
+    assert_same_model(out, stopped, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_with_another_process_layout_is_a_clear_error(parallel, tmp_path, llm_dir, t2i_data):
+    out, _ = parallel
+    other = tmp_path / "other"
+    subprocess.run(["cp", "-r", str(out), str(other)], check=True)
+    for p in other.glob("*.safetensors"):
+        p.unlink()  # no final model: the run resumes its newest checkpoint
+    result = run_script("t2i_sft_seq_parallel.sh", other, llm_dir, t2i_data, npus=2, sp=1, zero=2)
+    assert result.returncode != 0
+    assert "was written by a run with world_size 2, sequence_parallel_shards 2, ms_zero_stage 3" in result.stderr
+    assert "rank 0 failed" in result.stderr or "rank 1 failed" in result.stderr
+
+
+def test_launch_errors_before_any_work(tmp_path, llm_dir):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        result = run_script("t2i_sft_seq_parallel.sh", tmp_path / "a", llm_dir, str(tmp_path), port=busy.getsockname()[1])
+    finally:
+        busy.close()
+    assert result.returncode == 2 and "is in use" in result.stderr
+    result = run_script("vqa_sft_seq_parallel.sh", tmp_path / "b", llm_dir, str(tmp_path), npus=3, sp=2)
+    assert result.returncode == 2 and "NPUS=3 must be a positive multiple of SP=2" in result.stderr
