@@ -8,6 +8,13 @@ AdamW + global-norm clipping. Times are medians of ``--repeat`` steps after two 
 compiles). The same process first times one large fp32 matmul (``--peak-size``³, the fastest of 10 runs after
 3 warm-ups) with the row's own library as the machine's matmul peak; "% of peak" = the step's matmul FLOPs (3x the forward's, 4x with recompute, which re-runs the
 forward) / step time / that peak.
+
+``--npus 2`` compares the process layouts instead (graph mode; one msrun launch per layout, see ``LAYOUTS``):
+one process, 2-process data parallelism, ZeRO-3, SP=2 and SP=2 + ZeRO-3, all on the same global batch
+(``--batch`` x ``--seq-len``: data-parallel ranks take ``--batch``/2 samples each, sequence-parallel ranks the
+whole batch and half the tokens). Per rank: s/step, tokens/s, peak resident memory, and the bytes of parameters +
+gradients-to-be + optimizer state it holds (counted from the tensors themselves: parameters, AdamW moments and
+fp32 masters, ZeRO-1/2 row shards).
 """
 
 import argparse
@@ -62,6 +69,84 @@ def median_time(fn, repeat):
 def best_time(fn, repeat=10):
     """The fastest of ``repeat`` runs after three warm-ups: a kernel's peak, not its typical time."""
     return min(run_times(fn, repeat, warmups=3))
+
+
+# name -> (processes, SP size, ZeRO stage)
+LAYOUTS = {"1 process": (1, 1, 0), "DP x2": (2, 1, 0), "DP x2 + ZeRO-3": (2, 1, 3), "SP=2": (2, 2, 0),
+           "SP=2 + ZeRO-3": (2, 2, 3)}
+
+
+def run_layout(args, config):
+    """One layout's step in this process (under msrun for 2 processes): (s/step, held bytes, rank)."""
+    import emu3  # noqa: F401
+    import mindspore as ms
+
+    from emu3.device import select_device
+    from emu3.mllm import Emu3Config, Emu3ForCausalLM
+    from emu3.parallel.collectives import init_distributed
+    from emu3.parallel.sequence_parallel import split_sequence
+    from train.data import next_token_targets
+    from train.optim import AdamW
+    from train.parallelize import parallelize
+    from train.step import TrainStep
+
+    select_device("CPU")
+    _, sp_size, zero = LAYOUTS[args.layout]
+    world, sp, dp = init_distributed(sp_size)
+    ms.set_seed(args.seed)
+    model = Emu3ForCausalLM.from_config(Emu3Config(**config))
+    model.set_train(True)
+    plan, forward = parallelize(model, world, sp, zero, args.recompute)
+    optimizer = AdamW(plan.optimizer_params(), 0.1, (0.9, 0.95), 1e-6)
+    step = TrainStep(model, optimizer, max_grad_norm=1.0, compiled=True, guard_overflow=False, plan=plan,
+                     forward=forward)
+    ids = np.random.default_rng(args.seed).integers(0, config["vocab_size"], (args.batch, args.seq_len))
+    ids = ids.astype(np.int32)[dp.rank * args.batch // dp.size:(dp.rank + 1) * args.batch // dp.size]
+    mask, targets = np.ones_like(ids), next_token_targets(ids)
+    if sp.size > 1:
+        ids, targets = split_sequence(ids, sp), split_sequence(targets, sp)
+    seconds = median_time(lambda: step.step([(ids, mask, targets)], 1e-5), args.repeat)
+    held = sum(p.size * p.itemsize for p in model.trainable_params()) * 2  # parameters and their gradients
+    held += sum(t.size * t.itemsize for t in optimizer.state().values()) + sum(
+        m.size * m.itemsize for m in plan.masters)
+    return seconds, held, world.rank
+
+
+def layout_row(args, config):
+    seconds, held, rank = run_layout(args, config)
+    processes = LAYOUTS[args.layout][0]
+    return rank, {"layout": args.layout, "processes": processes, "recompute": "ON" if args.recompute else "OFF",
+                  "global batch": f"{args.batch}x{args.seq_len}", "s/step": round(seconds, 3),
+                  "tokens/s per rank": round(args.batch * args.seq_len / seconds / processes, 1),
+                  "peak MB per rank": round(peak_rss_mb()),
+                  "params+grads+optimizer MB per rank": round(held / 2 ** 20, 1)}
+
+
+def bench_layouts(args):
+    """Every layout of ``LAYOUTS``, each launched on its own (msrun for 2 processes)."""
+    import tempfile
+
+    from train.launch import free_port, msrun_command, msrun_env
+
+    rows = []
+    for name, (processes, _, _) in LAYOUTS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "row")
+            flags = ["--layout", name, "--out", out, "--config", args.config, "--batch", str(args.batch),
+                     "--seq-len", str(args.seq_len), "--repeat", str(args.repeat), "--seed", str(args.seed)]
+            if "on" in args.recompute:
+                flags.append("--recompute-on")
+            script = os.path.abspath(__file__)
+            cmd = ([sys.executable, script, *flags] if processes == 1 else
+                   msrun_command(script, flags, processes, free_port(), os.path.join(tmp, "logs")))
+            result = subprocess.run(cmd, capture_output=True, text=True, env=msrun_env())
+            if result.returncode:
+                raise RuntimeError(f"layout {name} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+            per_rank = [json.load(open(f"{out}.{r}.json")) for r in range(processes)]
+            row = dict(per_rank[0])
+            row["peak MB per rank"] = max(r["peak MB per rank"] for r in per_rank)
+            rows.append(row)
+    return rows
 
 
 def run_ours(args, config):
@@ -153,13 +238,19 @@ def parse_args(argv=None):
                    choices=("graph", "pynative", "torch"))
     p.add_argument("--recompute", nargs="+", default=["off", "on"], choices=("off", "on"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--npus", type=int, default=1, choices=(1, 2),
+                   help="2: compare 1 process with 2-process DP / ZeRO-3 / SP=2 / SP=2 + ZeRO-3 (graph mode)")
     p.add_argument("--row", choices=("graph", "pynative", "torch"), help=argparse.SUPPRESS)  # internal: one row
+    p.add_argument("--layout", choices=tuple(LAYOUTS), help=argparse.SUPPRESS)  # internal: one layout
+    p.add_argument("--out", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def bench_train(argv):
     """All rows, each in its own process; returns the table rows."""
     args = parse_args(argv)
+    if args.npus == 2:
+        return bench_layouts(args)
     rows = []
     for impl in args.rows:
         for recompute in args.recompute:
@@ -180,4 +271,12 @@ if __name__ == "__main__":
     recompute = "--recompute-on" in argv
     args = parse_args([a for a in argv if a != "--recompute-on"])
     args.recompute = recompute
-    print(json.dumps(row(args)))
+    if args.layout:
+        with open(args.config, encoding="utf-8") as f:
+            config = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+        config.setdefault("attention_dropout", 0.0)
+        rank, result = layout_row(args, config)
+        with open(f"{args.out}.{rank}.json", "w", encoding="utf-8") as f:
+            json.dump(result, f)
+    else:
+        print(json.dumps(row(args)))
