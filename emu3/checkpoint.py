@@ -184,7 +184,9 @@ def write_safetensors(path, specs, arrays, metadata=None):
         f.write(encoded)
         for name, array in arrays:
             want_name, shape, dtype = next(expected)
-            array = np.ascontiguousarray(array, dtype=dtype)
+            array = np.asarray(array, dtype=dtype)  # (not ascontiguousarray: it turns a 0-d array into 1-d)
+            if not array.flags.c_contiguous:
+                array = array.copy()
             if name != want_name or tuple(array.shape) != tuple(shape):
                 raise ValueError(f"write_safetensors: got {name} {array.shape}, expected {want_name} {tuple(shape)}")
             f.write(array.tobytes())

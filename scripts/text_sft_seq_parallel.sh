@@ -1,26 +1,16 @@
 #!/usr/bin/env bash
-# Text-only SFT on NPUS devices with msrun (mindone's text_sft_seq_parallel.sh: the VQA recipe, image_area 100): Ulysses sequence
-# parallelism over SP ranks, ZeRO-3, loss on the response only, 2560-token
-# samples, fp16 with a dynamic loss scale, recompute, AdamW (0.9, 0.95, eps 1e-6, weight decay 0.1),
-# lr 1e-5 -> 1e-6 cosine_with_min_lr, warmup 30, 50 epochs.
-#   NPUS, SP (default 4), ZERO_STAGE (default 3), MODEL_PATH, MASTER_PORT: as in t2i_sft_seq_parallel.sh
+# Text-only SFT on NPUS devices with msrun, the released recipe (configs/recipes/text_sft.args; mindone's
+# text_sft_seq_parallel.sh) with Ulysses sequence parallelism and ZeRO.
+#   NPUS         processes (default 8; 1 runs the single-device trainer without msrun)
+#   SP           sequence-parallel ranks per sample (default 4, or its largest divisor that divides NPUS)
+#   ZERO_STAGE   0-3 (default 3)
+#   MODEL_PATH   model to fine-tune (default BAAI/Emu3-Stage1: a local folder of it)
 #   DATA_PATH    folder written by train/prepare_text_data.py (required)
 #   OUTPUT_DIR   run folder (default outputs/text_sft_seq_parallel; worker logs in OUTPUT_DIR/parallel_logs)
-# Extra arguments go to train/train.py and override these defaults.
+#   MASTER_PORT  msrun's scheduler port (default: a free one)
+# Extra arguments go to train/train.py and override the recipe, e.g. --fp16 False --max_steps 100.
+# On a CPU, NPUS=2 SP=2 with a tiny model runs the same code in 2 worker processes.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
-: "${DATA_PATH:?set DATA_PATH to a folder written by train/prepare_text_data.py}"
-OUTPUT_DIR="${OUTPUT_DIR:-outputs/text_sft_seq_parallel}"
 export GLOG_v="${GLOG_v:-3}"
-exec "$PYTHON" "$REPO/train/launch.py" --npus "${NPUS:-8}" --master_port "${MASTER_PORT:-}" \
-    --log_dir "$OUTPUT_DIR/parallel_logs" -- \
-    --model_name_or_path "${MODEL_PATH:-BAAI/Emu3-Stage1}" --train_data_path "$DATA_PATH" --output_dir "$OUTPUT_DIR" \
-    --sequence_parallel_shards "${SP:-4}" --ms_zero_stage "${ZERO_STAGE:-3}" \
-    --mode 0 --fp16 True --loss_scaler_type dynamic --init_loss_scale 1024 \
-    --apply_loss_on_only_vision False --apply_loss_on_only_text True \
-    --image_area 100 --max_position_embeddings 2560 --gradient_checkpointing True \
-    --num_train_epochs 50 --per_device_train_batch_size 1 --gradient_accumulation_steps 1 \
-    --learning_rate 1e-5 --min_learning_rate 1e-6 --lr_scheduler_type cosine_with_min_lr --warmup_steps 30 \
-    --weight_decay 0.1 --max_grad_norm 5.0 --adam_beta1 0.9 --adam_beta2 0.95 --adam_epsilon 1e-6 \
-    --save_strategy epoch --save_total_limit 5 --logging_steps 1 "$@"
+exec "${PYTHON:-$REPO/.venv/bin/python}" "$REPO/train/launch.py" --recipe text --npus 8 --sp 4 --zero 3 -- "$@"

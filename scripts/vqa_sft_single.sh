@@ -1,24 +1,12 @@
 #!/usr/bin/env bash
-# VQA SFT on one device with the released recipe (mindone's VQA recipe without sequence parallelism): loss on
-# the response only, 384x384 images (image_area 147456) in 2560-token samples, fp16 with a dynamic loss scale,
-# recompute, AdamW (0.9, 0.95, eps 1e-6, weight decay 0.1), lr 1e-5 -> 1e-6 cosine_with_min_lr, warmup 30, 50 epochs.
+# VQA SFT on one device with the released recipe (configs/recipes/vqa_sft.args, without sequence
+# parallelism or ZeRO).
 #   MODEL_PATH   model to fine-tune (default BAAI/Emu3-Stage1: a local folder of it)
 #   DATA_PATH    folder written by train/prepare_vqa_data.py or prepare_text_data.py (required)
 #   OUTPUT_DIR   run folder (default outputs/vqa_sft_single)
-# Extra arguments go to train/train.py and override these defaults, e.g. --fp16 False --max_steps 100.
+# Extra arguments go to train/train.py and override the recipe, e.g. --fp16 False --max_steps 100.
 set -euo pipefail
 # No cd: MODEL_PATH, DATA_PATH and OUTPUT_DIR are taken relative to where the user runs the script.
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
-: "${DATA_PATH:?set DATA_PATH to a folder written by train/prepare_vqa_data.py or prepare_text_data.py}"
 export GLOG_v="${GLOG_v:-3}"
-exec "$PYTHON" "$REPO/train/train.py" \
-    --model_name_or_path "${MODEL_PATH:-BAAI/Emu3-Stage1}" --train_data_path "$DATA_PATH" \
-    --output_dir "${OUTPUT_DIR:-outputs/vqa_sft_single}" \
-    --mode 0 --fp16 True --loss_scaler_type dynamic --init_loss_scale 1024 \
-    --apply_loss_on_only_vision False --apply_loss_on_only_text True \
-    --image_area 147456 --max_position_embeddings 2560 --gradient_checkpointing True \
-    --num_train_epochs 50 --per_device_train_batch_size 1 --gradient_accumulation_steps 1 \
-    --learning_rate 1e-5 --min_learning_rate 1e-6 --lr_scheduler_type cosine_with_min_lr --warmup_steps 30 \
-    --weight_decay 0.1 --max_grad_norm 5.0 --adam_beta1 0.9 --adam_beta2 0.95 --adam_epsilon 1e-6 \
-    --save_strategy epoch --save_total_limit 5 --logging_steps 1 "$@"
+exec "${PYTHON:-$REPO/.venv/bin/python}" "$REPO/train/launch.py" --recipe vqa --single -- "$@"

@@ -1,5 +1,6 @@
 """Launching worker processes: a free port for msrun's scheduler, and the msrun command line."""
 
+import math
 import os
 import shutil
 import socket
@@ -63,51 +64,82 @@ def _failed_rank(log_dir):
     return None
 
 
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "recipes")
+_PREPARED_BY = {"t2i": "train/prepare_vision_data.py", "vqa": "train/prepare_vqa_data.py (or prepare_text_data.py)",
+                "text": "train/prepare_text_data.py"}
+
+
+def recipe_args(name):
+    """The flags of ``configs/recipes/{name}_sft.args`` (comments allowed)."""
+    import shlex
+
+    with open(os.path.join(RECIPES, f"{name}_sft.args"), encoding="utf-8") as f:
+        return shlex.split(f.read(), comments=True)
+
+
+def _error(message):
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None):
-    """``python train/launch.py --npus N [--master_port P] --log_dir D -- TRAIN_ARGS``: train/train.py in N
-    processes under msrun (one process: directly)."""
+    """The SFT scripts' common part: ``python train/launch.py --recipe t2i [--single | --npus 8 --sp 8 --zero 3]
+    -- [TRAIN_ARGS]``. The environment overrides the defaults (NPUS, SP, ZERO_STAGE, MODEL_PATH, DATA_PATH,
+    OUTPUT_DIR, MASTER_PORT); the recipe's flags come first and TRAIN_ARGS after them, so the user's flags win.
+    NPUS=1 (or --single) runs train/train.py in this process's interpreter; more go through msrun."""
     import argparse
     import subprocess
 
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
-    p = argparse.ArgumentParser(prog="train/launch.py")
+    p = argparse.ArgumentParser(prog="train/launch.py", allow_abbrev=False)
+    p.add_argument("--recipe", choices=tuple(_PREPARED_BY), required=True)
+    p.add_argument("--single", action="store_true", help="one device: no NPUS/SP/ZERO_STAGE")
     p.add_argument("--npus", default="8")
-    p.add_argument("--master_port", default="")
-    p.add_argument("--log_dir", required=True)
+    p.add_argument("--sp", default="1")
+    p.add_argument("--zero", default="0")
     opts = p.parse_args(argv[:split])
-    train_args = argv[split + 1:]
+    user_args = argv[split + 1:]
+    env = os.environ
+    layout = "single" if opts.single else "seq_parallel"
+    output_dir = env.get("OUTPUT_DIR") or f"outputs/{opts.recipe}_sft_{layout}"
+    if not env.get("DATA_PATH"):
+        return _error(f"set DATA_PATH to a folder written by {_PREPARED_BY[opts.recipe]}")
+    train_args = ["--model_name_or_path", env.get("MODEL_PATH") or "BAAI/Emu3-Stage1",
+                  "--train_data_path", env["DATA_PATH"], "--output_dir", output_dir]
+    npus = "1"
+    if not opts.single:
+        npus = env.get("NPUS") or opts.npus
+        sp = env.get("SP")
+        if not sp:  # the recipe's SP, reduced to divide NPUS (NPUS=1: the single-device trainer)
+            sp = str(math.gcd(int(opts.sp), int(npus))) if npus.isdigit() and int(npus) > 0 else opts.sp
+        train_args += ["--sequence_parallel_shards", sp, "--ms_zero_stage", env.get("ZERO_STAGE") or opts.zero]
+    train_args += recipe_args(opts.recipe) + user_args
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
     try:
-        npus = int(opts.npus)
+        npus = int(npus)
         sp = int(_last_value(train_args, "--sequence_parallel_shards", "1"))
     except ValueError:
-        print(f"error: NPUS ({opts.npus}) and SP must be whole numbers", file=sys.stderr)
-        return 2
+        return _error(f"NPUS ({npus}) and SP must be whole numbers")
     if npus < 1 or sp < 1 or npus % sp:
-        print(f"error: NPUS={npus} must be a positive multiple of SP={sp} (each sequence-parallel group takes SP "
-              "processes)", file=sys.stderr)
-        return 2
+        return _error(f"NPUS={npus} must be a positive multiple of SP={sp} (each sequence-parallel group takes SP "
+                      "processes)")
     if npus == 1:
-        if sp != 1:
-            print("error: SP > 1 needs NPUS >= SP processes", file=sys.stderr)
-            return 2
         return subprocess.call([sys.executable, script, *train_args])
-    port = int(opts.master_port) if opts.master_port else free_port()
+    port = int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else free_port()
     if port_in_use(port):
-        print(f"error: MASTER_PORT {port} is in use (another training run?): pick a free one, or leave MASTER_PORT "
-              "unset to get one", file=sys.stderr)
-        return 2
-    os.makedirs(opts.log_dir, exist_ok=True)
-    print(f"msrun: {npus} processes, SP {sp}, master port {port}, worker logs in {opts.log_dir}", flush=True)
-    code = subprocess.call(msrun_command(script, train_args, npus, port, opts.log_dir), env=msrun_env())
+        return _error(f"MASTER_PORT {port} is in use (another training run?): pick a free one, or leave MASTER_PORT "
+                      "unset to get one")
+    log_dir = os.path.join(output_dir, "parallel_logs")
+    os.makedirs(log_dir, exist_ok=True)
+    print(f"msrun: {npus} processes, SP {sp}, master port {port}, worker logs in {log_dir}", flush=True)
+    code = subprocess.call(msrun_command(script, train_args, npus, port, log_dir), env=msrun_env())
     if code != 0:
-        failed = _failed_rank(opts.log_dir)
+        failed = _failed_rank(log_dir)
         where = (f"rank {failed[0]} failed with: {failed[1]} (full log: {failed[2]})" if failed
-                 else f"a worker stopped; see {opts.log_dir}/worker_*.log")
-        print(f"error: distributed training stopped (exit {code}): {where}. The other ranks were stopped.",
-              file=sys.stderr)
-        return code or 1
+                 else f"a worker stopped; see {log_dir}/worker_*.log")
+        _error(f"distributed training stopped (exit {code}): {where}. The other ranks were stopped.")
+        return code
     return 0
 
 

@@ -26,7 +26,8 @@ def test_im2col_chunks_large_batches(monkeypatch, rng):
     x = ms.Tensor(rng.standard_normal((5, 4, 6, 6)).astype(np.float32))
     whole = layer(x).asnumpy()
     monkeypatch.setattr(conv_module, "_IM2COL_BYTES", 4 * 9 * 36 * 4 * 2)  # two frames per chunk -> 3 chunks
-    np.testing.assert_array_equal(layer(x).asnumpy(), whole)
+    # Same arithmetic per frame, but BLAS may block a smaller matmul differently: equal to rounding.
+    np.testing.assert_allclose(layer(x).asnumpy(), whole, rtol=1e-5, atol=1e-6)
 
 
 def test_parameters_use_pytorch_names_and_layout():

@@ -18,14 +18,17 @@ from conftest import REPO
 STEPS = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--learning_rate", "1e-2", "--lr_scheduler_type", "linear",
          "--warmup_steps", "1", "--per_device_train_batch_size", "2", "--null_prompt_prob", "0.0",
          "--logging_steps", "1", "--seed", "3"]
-# The script's recipe, made tiny and fp32 (fp16 on CPU is covered by the single-device tests).
-TINY_RECIPE = ["--fp16", "False", "--image_area", "1024", "--max_position_embeddings", "96",
+# The script's recipe, made tiny, fp32 and pynative (fp16 on CPU is covered by the single-device tests; SP and
+# ZeRO in compiled graphs by tests/parallel).
+TINY_RECIPE = ["--fp16", "False", "--mode", "1", "--image_area", "1024", "--max_position_embeddings", "96",
                "--trainable_hidden_layers", "2", *STEPS]
 
 
 def run_script(script, out, model, data, npus=2, sp=2, zero=3, extra=(), port=None):
-    env = dict(os.environ, GLOG_v="3", NPUS=str(npus), SP=str(sp), ZERO_STAGE=str(zero), MODEL_PATH=model,
+    env = dict(os.environ, GLOG_v="3", NPUS=str(npus), ZERO_STAGE=str(zero), MODEL_PATH=model,
                DATA_PATH=data, OUTPUT_DIR=str(out), PYTHON=sys.executable)
+    if sp is not None:
+        env["SP"] = str(sp)
     if port:
         env["MASTER_PORT"] = str(port)
     return subprocess.run(["bash", os.path.join(REPO, "scripts", script), *TINY_RECIPE, *extra],
@@ -34,9 +37,10 @@ def run_script(script, out, model, data, npus=2, sp=2, zero=3, extra=(), port=No
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, llm_dir, t2i_data):
-    """The same script with NPUS=1: one process (no msrun), the same global batch (2 samples per step)."""
+    """The same script with NPUS=1 (SP unset: the recipe's 8 reduced to 1): one process, no msrun, the same
+    global batch (2 samples per step)."""
     out = tmp_path_factory.mktemp("single") / "run"
-    result = run_script("t2i_sft_seq_parallel.sh", out, llm_dir, t2i_data, npus=1, sp=1)
+    result = run_script("t2i_sft_seq_parallel.sh", out, llm_dir, t2i_data, npus=1, sp=None)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "msrun" not in result.stdout
     return out
