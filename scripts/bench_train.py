@@ -129,7 +129,8 @@ def bench_layouts(args):
     from train.launch import free_port, msrun_command, msrun_env
 
     rows = []
-    for name, (processes, _, _) in LAYOUTS.items():
+    for name in args.layouts:
+        processes = LAYOUTS[name][0]
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "row")
             flags = ["--layout", name, "--out", out, "--config", args.config, "--batch", str(args.batch),
@@ -240,6 +241,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--npus", type=int, default=1, choices=(1, 2),
                    help="2: compare 1 process with 2-process DP / ZeRO-3 / SP=2 / SP=2 + ZeRO-3 (graph mode)")
+    p.add_argument("--layouts", nargs="+", choices=tuple(LAYOUTS), default=list(LAYOUTS),
+                   help="with --npus 2: the layouts to run (default all)")
     p.add_argument("--row", choices=("graph", "pynative", "torch"), help=argparse.SUPPRESS)  # internal: one row
     p.add_argument("--layout", choices=tuple(LAYOUTS), help=argparse.SUPPRESS)  # internal: one layout
     p.add_argument("--out", help=argparse.SUPPRESS)

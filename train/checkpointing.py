@@ -171,6 +171,27 @@ def check_resumable(path, config, fields=ARCHITECTURE_FIELDS):
                          "--output_dir")
 
 
+def process_layout(world_size, sequence_parallel_shards, zero_stage):
+    """How a run's state is split over processes; a checkpoint resumes only under the same layout."""
+    return {"world_size": world_size, "sequence_parallel_shards": sequence_parallel_shards,
+            "ms_zero_stage": zero_stage if world_size > 1 else 0}
+
+
+def check_same_layout(path, layout):
+    """Raise ValueError unless checkpoint ``path`` was written under ``layout`` (``process_layout``)."""
+    with open(os.path.join(path, STATE_FILE), encoding="utf-8") as f:
+        state = json.load(f)
+    saved = process_layout(state.get("world_size", 1), state.get("sequence_parallel_shards", 1),
+                           state.get("ms_zero_stage", 0))
+    if saved != layout:
+        was = ", ".join(f"{k} {v}" for k, v in saved.items())
+        now = ", ".join(f"{k} {v}" for k, v in layout.items())
+        raise ValueError(f"checkpoint {path!r} was written by a run with {was}; this run has {now}. Resume with "
+                         f"NPUS={saved['world_size']} SP={saved['sequence_parallel_shards']} "
+                         f"ZERO_STAGE={saved['ms_zero_stage']}, or start a new OUTPUT_DIR / --output_dir with "
+                         f"MODEL_PATH / --model_name_or_path {path} (its model.safetensors is the whole model)")
+
+
 def load_resume_state(path, optimizer_names, ranks=SINGLE_PROCESS):
     """(trainer_state, this rank's optimizer tensors) of checkpoint ``path``, after checking that they fit."""
     with open(os.path.join(path, STATE_FILE), encoding="utf-8") as f:

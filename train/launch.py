@@ -1,4 +1,6 @@
-"""Launching worker processes: a free port for msrun's scheduler, and the msrun command line."""
+"""Launching the SFT scripts' processes: the recipe and environment -> train/train.py flags, checks before any
+process starts (NPUS/SP, a busy port, a checkpoint of another process layout), msrun, and a clear message
+naming the rank that failed."""
 
 import math
 import os
@@ -82,6 +84,24 @@ def _error(message):
     return 2
 
 
+def _resume_problem(train_args, npus, sp):
+    """Before starting processes: a checkpoint this run would resume that was written under another layout."""
+    from train.checkpointing import check_same_layout, checkpoints, process_layout
+
+    path = _last_value(train_args, "--resume", None)
+    if path is None:
+        found = checkpoints(_last_value(train_args, "--output_dir", "."))
+        path = found[-1][1] if found else None
+    if path is None or not os.path.isfile(os.path.join(path, "trainer_state.json")):
+        return None  # nothing to resume, or the trainer explains what is wrong with --resume
+    try:
+        zero = int(_last_value(train_args, "--ms_zero_stage", "0"))
+        check_same_layout(path, process_layout(npus, sp, zero))
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def main(argv=None):
     """The SFT scripts' common part: ``python train/launch.py --recipe t2i [--single | --npus 8 --sp 8 --zero 3]
     -- [TRAIN_ARGS]``. The environment overrides the defaults (NPUS, SP, ZERO_STAGE, MODEL_PATH, DATA_PATH,
@@ -124,6 +144,9 @@ def main(argv=None):
     if npus < 1 or sp < 1 or npus % sp:
         return _error(f"NPUS={npus} must be a positive multiple of SP={sp} (each sequence-parallel group takes SP "
                       "processes)")
+    problem = _resume_problem(train_args, npus, sp)
+    if problem:
+        return _error(problem)
     if npus == 1:
         return subprocess.call([sys.executable, script, *train_args])
     port = int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else free_port()
@@ -144,4 +167,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.exit(main())

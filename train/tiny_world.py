@@ -1,6 +1,6 @@
 """The tiny world, end to end on this CPU: data -> vision tokenizer -> text tokenizer -> token shards -> Emu3 LLM ->
 evaluation and report. ``bash scripts/tiny_world.sh`` runs it; each stage calls the project's own user-facing
-scripts (``train/train_vision_tokenizer.py``, ``train/prepare_*_data.py``, ``scripts/t2i_sft_single.sh``).
+scripts (``train/train_vision_tokenizer.py``, ``train/prepare_*_data.py``, ``scripts/t2i_sft_seq_parallel.sh``).
 
 Every stage records its completion in ``OUT/.stages/``; running the command again skips finished stages (and says
 so), and a stage that was interrupted resumes: the trainers continue from their newest checkpoint, the prepare
@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--vq-steps", type=int, default=300, help="vision tokenizer training steps (batch 8)")
     p.add_argument("--llm-steps", type=int, default=400, help="LLM training steps (batch 16)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--npus", type=int, choices=(1, 2), default=1,
+                   help="LLM training processes: 2 runs data parallelism over 2 msrun workers (slower on 2 cores)")
     args = p.parse_args(argv)
     for name in ("train_per_combination", "eval_per_combination", "vq_steps", "llm_steps"):
         if getattr(args, name) < 1:
@@ -190,20 +192,27 @@ class World:
     def llm(self):
         init_dir = self._initial_llm()
         run_dir = self.path("runs", "llm")
-        print("  one training process (scripts/t2i_sft_single.sh): on 2 CPU cores MindSpore's kernels already use "
-              "both, so a second process would only split them", flush=True)
+        npus = self.args.npus
+        if npus == 1:
+            print("  one training process (scripts/t2i_sft_seq_parallel.sh with NPUS=1): on 2 CPU cores MindSpore's "
+                  "kernels already use both, and 2 processes (--npus 2) measured slower (README, 'Fine-tuning on "
+                  "several devices')", flush=True)
+        else:
+            print("  2 training processes (scripts/t2i_sft_seq_parallel.sh with NPUS=2: data parallelism under "
+                  "msrun, 8 samples each)", flush=True)
         steps = self.args.llm_steps
-        self.run(["bash", os.path.join(REPO, "scripts", "t2i_sft_single.sh"),
+        self.run(["bash", os.path.join(REPO, "scripts", "t2i_sft_seq_parallel.sh"),
                   "--train_data_path", self.path("prepared", "t2i"), self.path("prepared", "vqa"),
                   "--apply_loss_on_only_vision", "True", "--apply_loss_on_only_text", "True",
                   "--null_prompt_prob", "0.1", "--fp16", "False", "--gradient_checkpointing", "False",
                   "--image_area", str(IMAGE_AREA), "--max_position_embeddings", "144", "--max_steps", str(steps),
-                  "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--min_learning_rate", "5e-5",
+                  "--per_device_train_batch_size", str(16 // npus), "--learning_rate", "1e-3",
+                  "--min_learning_rate", "5e-5",
                   "--warmup_steps", str(min(30, steps // 5)), "--weight_decay", "0.01", "--max_grad_norm", "1.0",
                   "--adam_beta2", "0.98", "--save_strategy", "steps", "--save_steps", "100", "--save_total_limit", "1",
-                  "--logging_steps", _every(steps), "--seed", str(self.args.seed)],
+                  "--logging_steps", _every(steps), "--seed", str(self.args.seed), "--mode", "0"],
                  env={"MODEL_PATH": init_dir, "DATA_PATH": self.path("prepared", "t2i"), "OUTPUT_DIR": run_dir,
-                      "PYTHON": sys.executable})
+                      "NPUS": str(npus), "SP": "1", "ZERO_STAGE": "0", "PYTHON": sys.executable})
         _publish(run_dir, self.path("Emu3-Tiny"), None)
 
     def evaluate(self):

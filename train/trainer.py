@@ -23,8 +23,9 @@ from emu3.nn.precision import PrecisionPolicy, apply_precision
 from emu3.parallel.sequence_parallel import check_sequence_parallel, split_sequence
 from emu3.parallel.zero import shard_rows
 
-from .checkpointing import (PARAM_PREFIX, ModelExport, Ranks, check_resumable, checkpoints, load_resume_state,
-                            rank_file, read_tensors, read_tensors_from, remove_stale_temporaries, save_checkpoint, write_model)
+from .checkpointing import (PARAM_PREFIX, ModelExport, Ranks, check_resumable, check_same_layout, checkpoints,
+                            load_resume_state, process_layout, rank_file, read_tensors, read_tensors_from,
+                            remove_stale_temporaries, save_checkpoint, write_model)
 from .data import SFTDataset, batches, next_token_targets
 from .optim import AdamW, learning_rates
 from .parallelize import init_parallel, parallelize
@@ -148,25 +149,13 @@ class Trainer:
         if path:
             try:
                 check_resumable(path, self.config)
-                self._check_same_layout(path)
+                check_same_layout(path, self._layout())
             except ValueError as e:
                 raise TrainingError(str(e)) from None
         return path
 
     def _layout(self):
-        return {"world_size": self.world.size, "sequence_parallel_shards": self.sp.size,
-                "ms_zero_stage": self.args.ms_zero_stage if self.world.size > 1 else 0}
-
-    def _check_same_layout(self, path):
-        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
-            saved = json.load(f)
-        saved = {k: saved.get(k, 1 if k != "ms_zero_stage" else 0) for k in self._layout()}
-        if saved != self._layout():
-            was = ", ".join(f"{k} {v}" for k, v in saved.items())
-            now = ", ".join(f"{k} {v}" for k, v in self._layout().items())
-            raise ValueError(f"checkpoint {path!r} was written by a run with {was}; this run has {now}. Resume "
-                             f"with the same NPUS / SP / ZERO_STAGE, or start a new --output_dir with "
-                             f"--model_name_or_path {path} (its model.safetensors is the whole model)")
+        return process_layout(self.world.size, self.sp.size, self.args.ms_zero_stage)
 
     def _build_model(self):
         a = self.args
@@ -304,22 +293,22 @@ class Trainer:
         named = list(self.model.parameters_and_names())
         parts = {}
 
-        def local_value(name, param):
-            value = self.plan.master_by_name.get(name)
-            if value is None:
-                value = targets.get(name)
-            if value is None and param.dtype != ms.float32:
-                whole = read_tensors(source, [name])[name]
-                return whole if name not in sharded else shard_rows(whole, self.world.size, self.world.rank)
-            return param if value is None else value
-
         def arrays():
             for name, param in named:
-                local = local_value(name, param)
-                local = local.asnumpy() if isinstance(local, ms.Tensor) else local
-                if name in sharded or self.world.rank == 0:
-                    parts[PARAM_PREFIX + name] = local.astype("float32")
-                yield name, self.plan.full_value(name, local).astype("float32")
+                local = self.plan.master_by_name.get(name)
+                if local is None:
+                    local = targets.get(name)
+                if local is None and param.dtype != ms.float32:  # frozen: every rank takes this branch
+                    whole = read_tensors(source, [name])[name].astype("float32")
+                    if self.world.size > 1 and (name in sharded or self.world.rank == 0):
+                        parts[PARAM_PREFIX + name] = (shard_rows(whole, self.world.size, self.world.rank)
+                                                      if name in sharded else whole)
+                    yield name, whole
+                    continue
+                local = (param if local is None else local).asnumpy().astype("float32")
+                if self.world.size > 1 and (name in sharded or self.world.rank == 0):
+                    parts[PARAM_PREFIX + name] = local
+                yield name, self.plan.full_value(name, local)
 
         specs = [(name, ((sharded[name],) + tuple(p.shape[1:])) if name in sharded else tuple(p.shape), "float32")
                  for name, p in named]

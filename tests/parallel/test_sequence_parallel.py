@@ -1,5 +1,6 @@
 """Ulysses sequence parallelism over 2 processes equals one process: logits, loss and every gradient (summed over
-the ranks, as the data-parallel reduction does), with GQA where each rank holds one of the 2 KV heads."""
+the ranks, as the data-parallel reduction does), with GQA where each rank holds one of the 2 KV heads, compiled,
+with every decoder layer recomputed."""
 
 import os
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ WORKER = os.path.join(os.path.dirname(__file__), "sp_worker.py")
 def test_two_ranks_equal_one_process(tmp_path):
     run_workers(WORKER, [tmp_path, 0], str(tmp_path))
     for result in rank_results(str(tmp_path), "sp"):
-        for variant in ("plain", "recompute"):
+        for variant in ("recompute",):
             r = result[variant]
             assert r["local_shape"] == [2, 8, 300]  # each rank computed the logits of its 8 of 16 tokens only
             assert r["logits_diff"] < 1e-5

@@ -1,6 +1,6 @@
 """The SFT trainer in 2 processes under msrun, through the user's script (scripts/t2i_sft_seq_parallel.sh with
 NPUS=2 SP=2, ZeRO-3): the same model as one process, rank shards + the assembled released-layout model in every
-checkpoint, exact resume, offline combining; and the launch errors users hit."""
+checkpoint, exact resume, offline combining; and the errors users hit before and during a launch."""
 
 import json
 import os
@@ -13,6 +13,9 @@ import pytest
 from safetensors.numpy import load_file
 
 from emu3.mllm import Emu3ForCausalLM
+from train.arguments import parse_args
+from train.launch import _failed_rank
+from train.trainer import Trainer, TrainingError
 from conftest import REPO
 
 STEPS = ["--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--learning_rate", "1e-2", "--lr_scheduler_type", "linear",
@@ -118,16 +121,28 @@ def test_resume_after_a_stop_equals_uninterrupted(parallel, tmp_path, llm_dir, t
 
 
 @pytest.mark.slow
-def test_resume_with_another_process_layout_is_a_clear_error(parallel, tmp_path, llm_dir, t2i_data):
+def test_resume_under_another_process_layout_is_refused_before_starting(parallel, tmp_path, llm_dir, t2i_data):
     out, _ = parallel
     other = tmp_path / "other"
     subprocess.run(["cp", "-r", str(out), str(other)], check=True)
-    for p in other.glob("*.safetensors"):
-        p.unlink()  # no final model: the run resumes its newest checkpoint
+    # The script refuses before launching any process...
     result = run_script("t2i_sft_seq_parallel.sh", other, llm_dir, t2i_data, npus=2, sp=1, zero=2)
-    assert result.returncode != 0
-    assert "was written by a run with world_size 2, sequence_parallel_shards 2, ms_zero_stage 3" in result.stderr
-    assert "rank 0 failed" in result.stderr or "rank 1 failed" in result.stderr
+    assert result.returncode == 2
+    assert ("was written by a run with world_size 2, sequence_parallel_shards 2, ms_zero_stage 3; this run has "
+            "world_size 2, sequence_parallel_shards 1, ms_zero_stage 2. Resume with NPUS=2 SP=2 ZERO_STAGE=3") \
+        in result.stderr
+    # ...and so does the trainer when started another way.
+    args = parse_args(["--model_name_or_path", llm_dir, "--train_data_path", t2i_data, "--output_dir", str(other)])
+    with pytest.raises(TrainingError, match="world_size 2, sequence_parallel_shards 2, ms_zero_stage 3; this run "
+                                            "has world_size 1"):
+        Trainer(args)
+
+
+def test_a_failed_rank_is_named_with_its_error(tmp_path):
+    (tmp_path / "worker_0.log").write_text("step 1/4 loss 5.1\n[WARNING] DISTRIBUTED ... connection lost\n")
+    (tmp_path / "worker_1.log").write_text("Traceback (most recent call last):\n  File ...\n"
+                                           "ValueError: shard 1 is unreadable\n")
+    assert _failed_rank(str(tmp_path))[:2] == ("1", "ValueError: shard 1 is unreadable")
 
 
 def test_launch_errors_before_any_work(tmp_path, llm_dir):
