@@ -128,6 +128,9 @@ def bench_layouts(args):
 
     from train.launch import free_port, msrun_command, msrun_env
 
+    if args.batch % 2:
+        raise SystemExit(f"error: --batch {args.batch} with --npus 2: the global batch must be even (each "
+                         "data-parallel rank takes half of it)")
     rows = []
     for name in args.layouts:
         processes = LAYOUTS[name][0]
