@@ -102,6 +102,22 @@ def _resume_problem(train_args, npus, sp):
     return None
 
 
+def _run_quietly(command):
+    """Run msrun, passing its output through except the scheduler's own INFO/WARNING chatter (it ignores
+    GLOG_v); the workers' full logs stay in the log folder."""
+    import re
+    import subprocess
+
+    chatter = re.compile(r"^\[(INFO|WARNING)\] (DISTRIBUTED|ME|DEVICE|RUNTIME_FRAMEWORK)\(")
+    with subprocess.Popen(command, env=msrun_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
+        for line in proc.stdout:
+            if not chatter.match(line):
+                sys.stdout.write(line)
+                sys.stdout.flush()
+    return proc.returncode
+
+
 def main(argv=None):
     """The SFT scripts' common part: ``python train/launch.py --recipe t2i [--single | --npus 8 --sp 8 --zero 3]
     -- [TRAIN_ARGS]``. The environment overrides the defaults (NPUS, SP, ZERO_STAGE, MODEL_PATH, DATA_PATH,
@@ -156,7 +172,7 @@ def main(argv=None):
     log_dir = os.path.join(output_dir, "parallel_logs")
     os.makedirs(log_dir, exist_ok=True)
     print(f"msrun: {npus} processes, SP {sp}, master port {port}, worker logs in {log_dir}", flush=True)
-    code = subprocess.call(msrun_command(script, train_args, npus, port, log_dir), env=msrun_env())
+    code = _run_quietly(msrun_command(script, train_args, npus, port, log_dir))
     if code != 0:
         failed = _failed_rank(log_dir)
         where = (f"rank {failed[0]} failed with: {failed[1]} (full log: {failed[2]})" if failed
