@@ -27,7 +27,7 @@ def parallelize(model, world, sp, zero_stage, recompute):
     if sp.size > 1:
         check_sequence_parallel(model.config, sp.size, model.config.max_position_embeddings)
         forward = SequenceParallelCausalLM(model, sp)
-    sharded = shard_parameters(model, world) if zero_stage == 3 and world.size > 1 else None
+    sharded = shard_parameters(model, world, regather=not recompute) if zero_stage == 3 and world.size > 1 else None
     if recompute:
         for layer in model.model.layers:
             layer.recompute()

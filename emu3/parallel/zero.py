@@ -51,20 +51,48 @@ def _sharded_parameter(param, group):
                      requires_grad=param.requires_grad)
 
 
+class _RegatheringMatmul(nn.Cell):
+    """``x @ gather(shard)[:rows]^T`` whose backward gathers the weight again instead of keeping the gathered copy
+    from forward: without recompute, autodiff would hold every layer's whole weight from forward to backward."""
+
+    def __init__(self, group, rows, trainable):
+        super().__init__()
+        self.rows, self.padded, self.trainable = rows, math.ceil(rows / group.size) * group.size, trainable
+        self.gather = AllGather(group, 0)
+        self.reduce_scatter = ReduceScatter(group, 0)
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x, shard):
+        return self.matmul(x, self.gather(shard)[:self.rows])
+
+    def bprop(self, x, shard, out, dout):
+        weight = self.gather(shard)[:self.rows]
+        dx = ops.matmul(dout, weight)
+        if not self.trainable:  # a frozen layer: no weight gradient, no collective
+            return dx, ops.zeros_like(shard)
+        dweight = ops.matmul(dout.swapaxes(0, 1), x)
+        return dx, self.reduce_scatter(_pad_rows(dweight, self.padded))
+
+
 class GatheredLinear(nn.Cell):
     """A bias-free linear layer whose ``weight`` holds this rank's rows; the full weight exists only inside the
-    call (ZeRO-3)."""
+    call (ZeRO-3). With ``regather`` the backward gathers it again (for layers that are not recomputed: a
+    recomputed layer already re-runs its forward gather before its backward)."""
 
-    def __init__(self, dense, group):
+    def __init__(self, dense, group, regather=False):
         super().__init__()
         self.rows = dense.weight.shape[0]
         self.weight = _sharded_parameter(dense.weight, group)
+        self.regather = _RegatheringMatmul(group, self.rows, dense.weight.requires_grad) if regather else None
         self.gather = AllGather(group, 0)
         self.matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
-        weight = self.gather(self.weight)[:self.rows]
-        out = self.matmul(x.reshape(-1, x.shape[-1]), weight)
+        flat = x.reshape(-1, x.shape[-1])
+        if self.regather is not None:
+            out = self.regather(flat, self.weight)
+        else:
+            out = self.matmul(flat, self.gather(self.weight)[:self.rows])
         return out.reshape(x.shape[:-1] + (self.rows,))
 
 
@@ -83,14 +111,15 @@ class GatheredEmbedding(nn.Cell):
         return embedding_lookup(weight, input_ids, self.padding_idx, self.training)
 
 
-def shard_parameters(model, group):
+def shard_parameters(model, group, regather=False):
     """ZeRO-3: replace every bias-free ``nn.Dense`` and ``Emu3Embedding`` of ``model`` by its gathered-on-use
-    version, in place; parameter names are kept. Returns {name: full row count} of the sharded parameters."""
+    version, in place; parameter names are kept. ``regather``: linear layers gather their weight again in backward
+    (when the layers are not recomputed). Returns {name: full row count} of the sharded parameters."""
     sharded = {}
     for _, cell in list(model.cells_and_names()):
         for attr, child in list(cell.name_cells().items()):
             if isinstance(child, nn.Dense) and not child.has_bias:
-                new = GatheredLinear(child, group)
+                new = GatheredLinear(child, group, regather)
             elif isinstance(child, Emu3Embedding):
                 new = GatheredEmbedding(child, group)
             else:

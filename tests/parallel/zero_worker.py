@@ -101,7 +101,7 @@ def main(out_dir, mode):
             continue
         _, sp, dp = init_distributed(sp_size)
         model = build(config, weights)
-        sharded = shard_parameters(model, world) if stage == 3 else None
+        sharded = shard_parameters(model, world, regather=not recompute) if stage == 3 else None
         if recompute:  # after the parallel transforms, as the trainer applies it
             recompute_layers(model)
         plan = ZeroPlan(model, world, stage, sharded)
