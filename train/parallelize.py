@@ -3,9 +3,7 @@ with all-to-alls), ZeRO-3 sharding (linear and embedding layers gathered on use)
 the recomputed blocks are the final cells (a block marked before its layers were replaced recomputes the old
 ones in pynative). Frozen layers and precision are applied before, on the plain model."""
 
-import os
-
-from emu3.parallel.collectives import init_distributed
+from emu3.parallel.collectives import init_distributed, launched_distributed
 from emu3.parallel.sequence_parallel import SequenceParallelCausalLM, check_sequence_parallel
 from emu3.parallel.zero import ZeroPlan, shard_parameters
 
@@ -14,7 +12,7 @@ def init_parallel(args):
     """(world, sequence-parallel group, data-parallel group) for ``--sequence_parallel_shards``; checks the
     flags against the launch."""
     world, sp, dp = init_distributed(args.sequence_parallel_shards)
-    if args.is_distribute and world.size == 1 and "MS_WORKER_NUM" not in os.environ:
+    if args.is_distribute and not launched_distributed():
         raise ValueError("--is_distribute True needs a distributed launch: use scripts/*_sft_seq_parallel.sh "
                          "(msrun) or drop the flag")
     return world, sp, dp

@@ -41,7 +41,7 @@ class Group:
 SINGLE = Group("single", 1, 0, (0,), 1)
 
 
-def _chunk(x, dim, index, parts):
+def chunk(x, dim, index, parts):
     """The ``index``-th of ``parts`` equal chunks of ``x`` along ``dim`` (a static slice)."""
     size = x.shape[dim] // parts
     begin = (0,) * dim + (index * size,) + (0,) * (x.ndim - dim - 1)
@@ -118,7 +118,7 @@ class ReduceScatter(nn.Cell):
             moved = x if self.dim == 0 else x.swapaxes(0, self.dim)
             out = self.op(moved)
             return out if self.dim == 0 else out.swapaxes(0, self.dim)
-        return _chunk(self.sum(x), self.dim, self.group.rank, self.group.size)
+        return chunk(self.sum(x), self.dim, self.group.rank, self.group.size)
 
     def bprop(self, x, out, dout):
         if self.native:
@@ -154,7 +154,7 @@ class AllToAll(nn.Cell):
         return (self._composed(dout, self.concat_dim, self.split_dim),)
 
     def _composed(self, x, split_dim, concat_dim):
-        mine = _chunk(self.stack(x), split_dim + 1, self.group.rank, self.group.size)
+        mine = chunk(self.stack(x), split_dim + 1, self.group.rank, self.group.size)
         return _merge(mine, concat_dim)
 
 
@@ -173,12 +173,17 @@ class AllReduce(nn.Cell):
         return self.op(x).sum(0)
 
 
+def launched_distributed():
+    """Whether this process was started by msrun (or another launcher that sets the rank environment)."""
+    return "MS_WORKER_NUM" in os.environ or "RANK_SIZE" in os.environ
+
+
 def init_distributed(sequence_parallel=1):
     """Initialise the collectives of an ``msrun`` launch (nothing for a single process) and return
     (world, sequence-parallel group, data-parallel group): consecutive ranks form one SP group (as mindone's
     ``create_parallel_group``), and rank r's data-parallel group holds the ranks with the same index in their
     SP group."""
-    if "MS_WORKER_NUM" not in os.environ and "RANK_SIZE" not in os.environ:
+    if not launched_distributed():
         if sequence_parallel != 1:
             raise ValueError(f"--sequence_parallel_shards {sequence_parallel} needs several processes: launch "
                              "with msrun (scripts/*_sft_seq_parallel.sh with NPUS=...)")

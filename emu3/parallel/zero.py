@@ -24,7 +24,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from ..mllm.modeling_emu3 import Emu3Embedding, embedding_lookup
-from .collectives import SINGLE, AllGather, AllReduce, ReduceScatter
+from .collectives import SINGLE, AllGather, AllReduce, ReduceScatter, chunk
 
 STAGES = (0, 1, 2, 3)
 
@@ -184,7 +184,7 @@ class ZeroPlan(nn.Cell):
             elif sharded:
                 padded = _pad_rows(g, math.ceil(rows / self.group.size) * self.group.size)
                 out.append(self.reduce_scatter(padded) if self.stage == 2 else
-                           _rows_of(self.all_reduce(padded), self.group))
+                           chunk(self.all_reduce(padded), 0, self.group.rank, self.group.size))
             else:
                 out.append(self.all_reduce(g))
         return tuple(out)
@@ -245,7 +245,3 @@ class ZeroPlan(nn.Cell):
             return value.asnumpy() if isinstance(value, Tensor) else np.asarray(value)
         return self.all_gather(value if isinstance(value, Tensor) else Tensor(value)).asnumpy()[:rows]
 
-
-def _rows_of(x, group):
-    per = x.shape[0] // group.size
-    return x[group.rank * per:(group.rank + 1) * per]
