@@ -42,8 +42,8 @@ def select_device(target: str = None) -> str:
     if _selected is None:
         ms.set_device(target)
         if target == "CPU":
-            # Pynative's asynchronous op launching thrashes on a few CPU cores: launching synchronously made a
-            # VQ reconstruction 2x and an LLM forward 6-8x faster here. Graph mode is unaffected.
+            # Pynative's asynchronous op launching thrashes on a few CPU cores (its launch thread competes with
+            # the compute threads); launching synchronously is several times faster. Graph mode is unaffected.
             ms.runtime.launch_blocking()
         # A graph that fails to compile dumps rank_0/om/analyze_fail.ir under $MS_OM_PATH, by default the user's
         # working directory; put it in the cache instead (the error message names the file wherever it is).
@@ -68,9 +68,9 @@ def default_compute_dtype():
 
 
 def native_conv2d() -> bool:
-    """Whether to call the device's Conv2D kernel. MindSpore's CPU Conv2D is ~100x slower than an im2col
-    (``ops.unfold``) + matmul formulation of the same convolution (measured: 0.97 s vs 12.6 ms for a
-    4x64x64x64 3x3 conv under jit), so the CPU uses that; Ascend's Conv2D is the fast path there."""
+    """Whether to call the device's Conv2D kernel. MindSpore's CPU Conv2D is orders of magnitude slower than
+    an im2col (``ops.unfold``) + matmul formulation of the same convolution (``tests/nn/test_conv.py`` checks
+    they agree), so the CPU uses that; Ascend's Conv2D is the fast path there."""
     return is_ascend()
 
 
@@ -83,7 +83,7 @@ def operator_fusion() -> bool:
 
     ``$EMU3_OPERATOR_FUSION``: "0" never, "1" always (CPU), unset: on the CPU when AKG's compiler can run (it
     needs the ``decorator`` package) and MindSpore's OpenMP threads wait passively (``emu3._openmp``; with
-    spinning threads, fused kernels made a batch-8 decode step 2.3x slower). Ascend compiles its own fusion.
+    spinning threads, fused kernels made decode steps slower, not faster). Ascend compiles its own fusion.
     """
     setting = os.environ.get("EMU3_OPERATOR_FUSION", "").strip()
     if setting not in ("", "0", "1"):

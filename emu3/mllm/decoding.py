@@ -42,7 +42,7 @@ class Emu3CachedStep(nn.Cell):
         # that MindSpore's analyzer prunes with a "side effect nodes were eliminated" warning (the writes stay).
         logits = self.model(input_ids, attention_mask, position_ids, self.cache, None, None, None,
                             cache_position, 1)[1]
-        # (B, 1, V) -> (B, V) by reshape: a StridedSlice over a vocabulary-wide row costs ~0.8 ms on CPU.
+        # (B, 1, V) -> (B, V) by reshape (free), not a StridedSlice, which copies a vocabulary-wide row.
         return logits.reshape(logits.shape[0], logits.shape[2])
 
 
@@ -100,8 +100,8 @@ def release_compiled_graphs(cell):
     """Free the graphs MindSpore compiled for ``cell``'s methods.
 
     MindSpore keeps every compiled graph in a process-wide executor until told otherwise (``ms_memory_recycle``
-    frees all of them); a replaced decode step would otherwise stay there for good, ~25 MB each for a small
-    model. The graphs of one cell are recognised by its creation time and id in their phase names. Private
+    frees all of them); a replaced decode step would otherwise stay there for good, and host memory grows
+    with every shape (``tests/mllm/test_generation.py`` checks it stays flat). The graphs of one cell are recognised by its creation time and id in their phase names. Private
     API: if it changes, nothing is freed, and nothing breaks.
     """
     try:

@@ -38,9 +38,9 @@ def _init(shape, std, dtype, random_init):
 def linear(in_features, out_features, config, dtype, random_init):
     """Bias-free projection with a torch-layout [out, in] ``weight``.
 
-    ``nn.Dense`` is used because it is the fastest portable linear for decode shapes on CPU (one token through
-    1024->4096 / 4096->1024 / 1024->32768: nn.Dense ≈ MatMul(transpose_b) ≈ 4-20 ms, while
-    mint.nn.functional.linear and matmul(x, w.T) take 10-50x longer in pynative).
+    ``nn.Dense`` is used because it is the fastest portable linear for decode shapes on CPU: it runs as one
+    MatMul(transpose_b), while mint.nn.functional.linear and matmul(x, w.T) transpose the weight first, an order
+    of magnitude slower in pynative (``scripts/benchmark.py decode`` times the step's matmul kernels).
     """
     return nn.Dense(in_features, out_features, has_bias=False, dtype=dtype,
                     weight_init=_init((out_features, in_features), config.initializer_range, dtype, random_init))
@@ -88,8 +88,8 @@ def apply_rotary(x, cos, signed_sin, swap_index):
 
     x (B, N, S, D); cos and ``signed_sin`` (B or 1, S, D) fp32 from ``Emu3RotaryEmbedding``, whose sin already
     carries rotate_half's minus sign on the first half, so rotate_half is one gather (``half_swap_index``)
-    instead of two slices, a negation and a concat: the same products, and on CPU those four small ops per
-    tensor were ~1 ms of a 13 ms decode step. Applied in x's dtype, as the original does.
+    instead of two slices, a negation and a concat: the same products, and on CPU each small op launched costs
+    a noticeable share of a decode step. Applied in x's dtype, as the original does.
     """
     cos = cos.expand_dims(1).astype(x.dtype)
     sin = signed_sin.expand_dims(1).astype(x.dtype)

@@ -405,7 +405,7 @@ class Emu3Tokenizer:
         if allowed_special != "all" or disallowed_special or not self._fast_specials:
             return self._enc.encode(text, allowed_special=allowed_special, disallowed_special=disallowed_special)
         # Same result as self._enc.encode(text, allowed_special="all"), which would convert the ~33k-entry special set
-        # on every call (~7 ms). tiktoken encodes the text between consecutive specials independently, so we do that
+        # on every call (slower than the encoding itself for short texts). tiktoken encodes the text between consecutive specials independently, so we do that
         # too: a special "<|x|>" can only start at a "<" where the candidate pattern matches exactly it, and a
         # non-special candidate cannot contain the start of a special (no "<" inside), so scanning candidates left to
         # right finds the same specials as tiktoken's leftmost-match search.

@@ -65,7 +65,7 @@ def additive_mask(mask):
     Converted at the mask's own (broadcast) shape, which is smaller than the scores it is added to.
     """
     if mask.dtype == ms.bool_:
-        # masked_fill, not a bool->float cast: that cast alone costs ~0.5 ms per call in pynative on CPU.
+        # masked_fill, not a bool->float cast: that cast is a slow kernel on CPU in pynative.
         return ops.masked_fill(ops.zeros(mask.shape, ms.float32), ops.logical_not(mask), _MASKED)
     return mask.astype(ms.float32)
 
