@@ -48,25 +48,14 @@ def parse_args(task, argv):
 
 
 def _t2i_run(model, processor, batch, mode, cfg):
-    from emu3.mllm.generation import PrefixConstrainedLogitsProcessor, UnbatchedClassifierFreeGuidanceLogitsProcessor
-    from emu3.mllm.processing_emu3 import image_token_budget
+    from emu3.mllm.utils_emu3 import image_generation_kwargs
 
     pos, neg = processor.build_generation_inputs([CAPTION] * batch, "", image_area=model.config.image_area,
                                                  padding="longest", return_tensors="np")
-    h, w = pos["image_size"][0].tolist()
-    processors = [PrefixConstrainedLogitsProcessor(
-        processor.build_prefix_constrained_fn(pos["image_size"][:, 0], pos["image_size"][:, 1]), num_beams=1)]
-    extra = {}
-    if cfg == "batched":
-        extra = dict(negative_prompt_ids=neg["input_ids"], negative_prompt_attention_mask=neg["attention_mask"],
-                     guidance_scale=3.0)
-    else:
-        processors.insert(0, UnbatchedClassifierFreeGuidanceLogitsProcessor(3.0, model,
-                                                                            unconditional_ids=neg["input_ids"]))
+    generation = image_generation_kwargs(model, processor, pos, neg, 3.0, cfg=cfg)
 
     def run():
-        out = model.generate(pos["input_ids"], attention_mask=pos["attention_mask"], logits_processor=processors,
-                             max_new_tokens=image_token_budget(h, w), do_sample=True, mode=mode, seed=0, **extra)
+        out = model.generate(pos["input_ids"], do_sample=True, mode=mode, seed=0, **generation)
         processor.decode(out.asnumpy()[0])  # the picture: VQ decode included
         return out.shape[1] - pos["input_ids"].shape[1]
     return run

@@ -132,8 +132,8 @@ def slug(text, limit=40):
 def main(argv=None):
     args = parse_args(argv)
     from emu3.device import device_target
-    from emu3.mllm.generation import PrefixConstrainedLogitsProcessor, UnbatchedClassifierFreeGuidanceLogitsProcessor
     from emu3.mllm.processing_emu3 import image_token_budget
+    from emu3.mllm.utils_emu3 import image_generation_kwargs
 
     prompts = args.prompt or [DEFAULT_PROMPT]
     check_model_paths(args)
@@ -153,24 +153,16 @@ def main(argv=None):
         raise SystemExit(f"error: --max-new-tokens {max_new_tokens} is less than the {budget} tokens a {h}x{w} "
                          "image needs; raise it or leave it unset")
 
-    constrained = processor.build_prefix_constrained_fn(pos["image_size"][:, 0], pos["image_size"][:, 1])
-    processors = [PrefixConstrainedLogitsProcessor(constrained, num_beams=1)]
-    cfg_kwargs = {}
-    if args.cfg == "unbatched":
-        processors.insert(0, UnbatchedClassifierFreeGuidanceLogitsProcessor(
-            args.guidance_scale, model, unconditional_ids=neg["input_ids"]))
-    else:
-        cfg_kwargs = dict(negative_prompt_ids=neg["input_ids"], negative_prompt_attention_mask=neg["attention_mask"],
-                          guidance_scale=args.guidance_scale)
+    generation = image_generation_kwargs(model, processor, pos, neg, args.guidance_scale, cfg=args.cfg)
+    generation["max_new_tokens"] = max_new_tokens
     f = processor.vis_tok_spatial_factor
     print(f"device {device_target()}, mode {args.mode}, {len(prompts)} prompt(s), ratio {args.ratio}, "
           f"{h}x{w} tokens = {f * h}x{f * w} px, {budget} tokens to generate, CFG {args.guidance_scale} "
           f"({args.cfg}), top-k {args.top_k}")
 
     start = time.perf_counter()
-    outputs = model.generate(pos["input_ids"], attention_mask=pos["attention_mask"], logits_processor=processors,
-                             max_new_tokens=max_new_tokens, do_sample=True, top_k=args.top_k, mode=args.mode,
-                             seed=args.seed, **cfg_kwargs)
+    outputs = model.generate(pos["input_ids"], do_sample=True, top_k=args.top_k, mode=args.mode, seed=args.seed,
+                             **generation)
     elapsed = time.perf_counter() - start
     new_tokens = outputs.shape[1] - pos["input_ids"].shape[1]
     note = ", includes graph compilation" if args.mode == "graph" else ""

@@ -88,3 +88,28 @@ class Emu3PrefixConstrainedLogitsHelper:
         if offset > end + 3:
             return self.pad
         return self.visual_tokens
+
+
+def image_generation_kwargs(model, processor, positive, negative, guidance_scale, cfg="batched"):
+    """The ``model.generate`` keywords of text-to-image for ``positive`` / ``negative`` inputs from
+    ``processor.build_generation_inputs``: the prefix constraint for their token grid, the tokens one image needs,
+    and classifier-free guidance against the negative prompts — "batched" (conditional and unconditional rows in
+    one batch, one forward per step) or "unbatched" (the original pipeline's
+    ``UnbatchedClassifierFreeGuidanceLogitsProcessor``, a second forward per step). Sampling settings are the
+    caller's."""
+    from .logits_process import PrefixConstrainedLogitsProcessor, UnbatchedClassifierFreeGuidanceLogitsProcessor
+    from .processing_emu3 import image_token_budget
+
+    if cfg not in ("batched", "unbatched"):
+        raise ValueError(f"cfg must be 'batched' or 'unbatched', got {cfg!r}")
+    sizes = np.asarray(to_numpy(positive["image_size"]))
+    constrained = processor.build_prefix_constrained_fn(sizes[:, 0], sizes[:, 1])
+    processors = [PrefixConstrainedLogitsProcessor(constrained, num_beams=1)]
+    kwargs = dict(attention_mask=positive["attention_mask"], max_new_tokens=image_token_budget(*sizes[0]))
+    if cfg == "unbatched":
+        processors.insert(0, UnbatchedClassifierFreeGuidanceLogitsProcessor(
+            guidance_scale, model, unconditional_ids=negative["input_ids"]))
+    else:
+        kwargs.update(negative_prompt_ids=negative["input_ids"],
+                      negative_prompt_attention_mask=negative["attention_mask"], guidance_scale=guidance_scale)
+    return dict(kwargs, logits_processor=processors)

@@ -72,21 +72,15 @@ def evaluate_reconstruction(processor, records):
 
 def generate_images(model, processor, captions, guidance_scale=3.0, top_k=None, seed=0, batch_size=24):
     """One picture per caption (PIL, or None when the output held no image), CFG against the null prompt ""."""
-    from emu3.mllm.generation import PrefixConstrainedLogitsProcessor
-    from emu3.mllm.processing_emu3 import image_token_budget
+    from emu3.mllm.utils_emu3 import image_generation_kwargs
 
     images = []
     for start in range(0, len(captions), batch_size):
         batch = captions[start:start + batch_size]
         pos, neg = processor.build_generation_inputs(batch, "", image_area=model.config.image_area,
                                                      padding="longest", return_tensors="np")
-        h, w = pos["image_size"][0].tolist()
-        constrained = processor.build_prefix_constrained_fn(pos["image_size"][:, 0], pos["image_size"][:, 1])
-        outputs = model.generate(pos["input_ids"], attention_mask=pos["attention_mask"],
-                                 logits_processor=[PrefixConstrainedLogitsProcessor(constrained, num_beams=1)],
-                                 max_new_tokens=image_token_budget(h, w), do_sample=True, top_k=top_k,
-                                 seed=seed + start, negative_prompt_ids=neg["input_ids"],
-                                 negative_prompt_attention_mask=neg["attention_mask"], guidance_scale=guidance_scale)
+        outputs = model.generate(pos["input_ids"], do_sample=True, top_k=top_k, seed=seed + start,
+                                 **image_generation_kwargs(model, processor, pos, neg, guidance_scale))
         for ids in outputs.asnumpy():
             chunks = processor.decode(ids)
             chunks = chunks if isinstance(chunks, list) else [chunks]
