@@ -52,17 +52,40 @@ def _last_value(args, flag, default):
     return value
 
 
-def _failed_rank(log_dir):
-    """(rank, last error line) of the first worker log that ends in a Python error, if any."""
+def _failed_rank(log_dir, exits=()):
+    """(rank, what happened, its log) for a failed launch, or None. The failed rank is the first worker msrun saw
+    exit with an error code (``exits``: (pid, code) pairs, in order), found by the "rank R of W: process PID" line
+    each rank writes to its log (train/parallelize.py); what happened is the last Python error of its log, else the
+    signal or code (a process killed by the kernel's out-of-memory killer or a user leaves no error of its own).
+    Without such a worker: the first log that ends in a Python error."""
     import glob
     import re
+    import signal
 
+    logs = {}  # rank -> (path, rank's Python error lines)
+    rank_of = {}  # pid -> rank
     for path in sorted(glob.glob(os.path.join(log_dir, "worker_*.log"))):
         with open(path, errors="replace") as f:
             lines = [line.rstrip() for line in f if line.strip()]
-        errors = [line for line in lines if re.match(r"^(\w+(Error|Exception|Exit)|error:)", line)]
+        rank = re.search(r"worker_(\d+)", path).group(1)
+        logs[rank] = path, [line for line in lines if re.match(r"^(\w+(Error|Exception|Exit)|error:)", line)]
+        for line in lines:
+            found = re.match(r"^rank (\d+) of \d+: process (\d+)$", line)
+            if found:
+                rank_of[int(found.group(2))] = found.group(1)
+    for pid, code in exits:
+        rank = rank_of.get(pid)
+        if rank in logs:
+            path, errors = logs[rank]
+            if errors:
+                return rank, errors[-1], path
+            if code < 0:
+                name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+                return rank, f"killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else ""), path
+            return rank, f"exit code {code}", path
+    for rank, (path, errors) in logs.items():
         if errors:
-            return re.search(r"worker_(\d+)", path).group(1), errors[-1], path
+            return rank, errors[-1], path
     return None
 
 
@@ -104,18 +127,24 @@ def _resume_problem(train_args, npus, sp):
 
 def _run_quietly(command):
     """Run msrun, passing its output through except the scheduler's own INFO/WARNING chatter (it ignores
-    GLOG_v); the workers' full logs stay in the log folder."""
+    GLOG_v); the workers' full logs stay in the log folder. Returns (exit code, [(pid, code) of each worker msrun
+    saw fail])."""
     import re
     import subprocess
 
     chatter = re.compile(r"^\[(INFO|WARNING)\] (DISTRIBUTED|ME|DEVICE|RUNTIME_FRAMEWORK)\(")
+    failed = re.compile(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)")
+    exits = []
     with subprocess.Popen(command, env=msrun_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           bufsize=1) as proc:
         for line in proc.stdout:
+            found = failed.search(line)
+            if found:
+                exits.append((int(found.group(1)), int(found.group(2))))
             if not chatter.match(line):
                 sys.stdout.write(line)
                 sys.stdout.flush()
-    return proc.returncode
+    return proc.returncode, exits
 
 
 def main(argv=None):
@@ -172,9 +201,9 @@ def main(argv=None):
     log_dir = os.path.join(output_dir, "parallel_logs")
     os.makedirs(log_dir, exist_ok=True)
     print(f"msrun: {npus} processes, SP {sp}, master port {port}, worker logs in {log_dir}", flush=True)
-    code = _run_quietly(msrun_command(script, train_args, npus, port, log_dir))
+    code, exits = _run_quietly(msrun_command(script, train_args, npus, port, log_dir))
     if code != 0:
-        failed = _failed_rank(log_dir)
+        failed = _failed_rank(log_dir, exits)
         where = (f"rank {failed[0]} failed with: {failed[1]} (full log: {failed[2]})" if failed
                  else f"a worker stopped; see {log_dir}/worker_*.log")
         _error(f"distributed training stopped (exit {code}): {where}. The other ranks were stopped.")

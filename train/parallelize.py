@@ -3,6 +3,8 @@ with all-to-alls), ZeRO-3 sharding (linear and embedding layers gathered on use)
 the recomputed blocks are the final cells (a block marked before its layers were replaced recomputes the old
 ones in pynative). Frozen layers and precision are applied before, on the plain model."""
 
+import os
+
 from emu3.parallel.collectives import init_distributed, launched_distributed
 from emu3.parallel.sequence_parallel import SequenceParallelCausalLM, check_sequence_parallel
 from emu3.parallel.zero import ZeroPlan, shard_parameters
@@ -15,6 +17,8 @@ def init_parallel(args):
     if args.is_distribute and not launched_distributed():
         raise ValueError("--is_distribute True needs a distributed launch: use scripts/*_sft_seq_parallel.sh "
                          "(msrun) or drop the flag")
+    if world.size > 1:  # in this rank's own log: lets train/launch.py name a rank that died without a word
+        print(f"rank {world.rank} of {world.size}: process {os.getpid()}", flush=True)
     return world, sp, dp
 
 

@@ -4,9 +4,11 @@ checkpoint, exact resume, offline combining; and the errors users hit before and
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -138,11 +140,60 @@ def test_resume_under_another_process_layout_is_refused_before_starting(parallel
         Trainer(args)
 
 
+def _rank_process(rank, marker):
+    """pid of the worker process of ``rank`` whose command line mentions ``marker`` (msrun sets RANK_ID)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if "train/train.py" in cmdline and marker in cmdline and f"RANK_ID={rank}".encode() in environ:
+            return int(pid)
+    return None
+
+
+@pytest.mark.slow
+def test_a_killed_rank_stops_the_others_with_a_message(tmp_path, llm_dir, t2i_data):
+    """Rank 1 killed mid-run (as the kernel's OOM killer would): the launch ends, names the rank, points at the logs."""
+    out = tmp_path / "killed"
+    env = dict(os.environ, GLOG_v="3", NPUS="2", SP="1", ZERO_STAGE="0", MODEL_PATH=llm_dir, DATA_PATH=t2i_data,
+               OUTPUT_DIR=str(out), PYTHON=sys.executable)
+    launch = subprocess.Popen(["bash", os.path.join(REPO, "scripts", "t2i_sft_seq_parallel.sh"), *TINY_RECIPE,
+                               "--max_steps", "100000"],  # the last one counts: runs until killed
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "train_log.jsonl").exists():  # rank 0 logs step 1: both ranks are training
+            assert launch.poll() is None and time.monotonic() < deadline, launch.communicate()
+            time.sleep(1)
+        victim = _rank_process(1, str(out))
+        assert victim, "rank 1's process was not found"
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        stdout, stderr = launch.communicate(timeout=240)
+    finally:
+        if launch.poll() is None:
+            launch.kill()
+    assert launch.returncode != 0
+    assert time.monotonic() - killed < 180
+    assert "distributed training stopped" in stderr and "rank 1" in stderr, stderr[-2000:]
+    assert _rank_process(0, str(out)) is None  # rank 0 did not stay behind, waiting on a collective
+
+
 def test_a_failed_rank_is_named_with_its_error(tmp_path):
     (tmp_path / "worker_0.log").write_text("step 1/4 loss 5.1\n[WARNING] DISTRIBUTED ... connection lost\n")
     (tmp_path / "worker_1.log").write_text("Traceback (most recent call last):\n  File ...\n"
                                            "ValueError: shard 1 is unreadable\n")
     assert _failed_rank(str(tmp_path))[:2] == ("1", "ValueError: shard 1 is unreadable")
+    # The rank msrun saw die first is the one named, found by the pid line each rank logs; killed: no error line.
+    (tmp_path / "worker_0.log").write_text("rank 0 of 2: process 4242\nRuntimeError: collective timed out\n")
+    (tmp_path / "worker_1.log").write_text("rank 1 of 2: process 4343\nstep 1/4 loss 5.1\n")
+    assert _failed_rank(str(tmp_path), [(4343, -9), (4242, 1)])[:2] == ("1", "killed by SIGKILL (out of memory?)")
+    assert _failed_rank(str(tmp_path), [(4242, 1)])[:2] == ("0", "RuntimeError: collective timed out")
+    assert _failed_rank(str(tmp_path))[:2] == ("0", "RuntimeError: collective timed out")
 
 
 def test_launch_errors_before_any_work(tmp_path, llm_dir):
