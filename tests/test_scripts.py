@@ -100,10 +100,10 @@ def tiny_llm_config(tmp_path_factory):
 
 
 def test_benchmark_train_rows(tiny_llm_config, capsys):
-    rows = benchmark.main(["train", "--config", tiny_llm_config, "--rows", "graph", "pynative", "torch",
-                           "--recompute", "off", "on", "--repeat", "1", "--seq-len", "16", "--peak-size", "128"])
-    assert [(r["mode"], r["recompute"]) for r in rows] == [
-        ("graph", "OFF"), ("graph", "ON"), ("pynative", "OFF"), ("pynative", "ON"), ("eager", "OFF"), ("eager", "ON")]
+    # Every row is a process of its own (a few seconds of imports each): two rows exercise both libraries' paths.
+    rows = benchmark.main(["train", "--config", tiny_llm_config, "--rows", "graph", "torch",
+                           "--recompute", "on", "--repeat", "1", "--seq-len", "16", "--peak-size", "128"])
+    assert [(r["mode"], r["recompute"]) for r in rows] == [("graph", "ON"), ("eager", "ON")]
     for row in rows:
         assert row["s/step"] > 0 and row["peak MB"] > 0 and 0 < row["% of peak"]
         assert row["tokens/s"] > 0 and row["batch"] == "1x16"
@@ -155,7 +155,8 @@ def _run(cmd, tmp_path, **env):
 @pytest.mark.parametrize("script", ["infer_img_gen.sh", "infer_vqa.sh"])
 def test_inference_scripts_run_without_paths(tmp_path, script):
     """No MODEL_PATH/VQ_PATH/TOKENIZER_PATH: random weights and the tokenizer files built into the cache."""
-    result = _run([script], tmp_path, OUTPUT_DIR=str(tmp_path / "out"))
+    # MAX_NEW_TOKENS: random weights rarely say eos, and the script's 1024 tokens would add a minute, not coverage.
+    result = _run([script], tmp_path, OUTPUT_DIR=str(tmp_path / "out"), MAX_NEW_TOKENS="48")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "RANDOM weights" in result.stdout and "built the Emu3 tokenizer files" in result.stdout
     if script == "infer_img_gen.sh":
