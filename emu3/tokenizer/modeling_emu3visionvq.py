@@ -388,9 +388,11 @@ class Emu3VisionVQModel(PreTrainedModel):
     def decode_latents(self, quant, first_frame_only=False):
         """Quantised latents (B, t, C, h, w) -> frames (B, 4t or 1, 3, 8h, 8w)."""
         b, t, _, h, w = quant.shape
-        quant = quant.astype(self.compute_dtype).transpose(0, 2, 1, 3, 4)  # (B, C, t, h, w) for the causal conv
-        post_quant = self.post_quant_conv(quant)
-        frames = self.decoder(post_quant.transpose(0, 2, 1, 3, 4), quant.transpose(0, 2, 1, 3, 4), first_frame_only)
+        # One transpose for the causal conv's (B, C, t, h, w), none back for the decoder's spatial norms: AKG's
+        # fusion fails on this graph ("Parameter_N is not in old2new") when a transpose is undone by another.
+        quant = quant.astype(self.compute_dtype)
+        post_quant = self.post_quant_conv(quant.transpose(0, 2, 1, 3, 4))
+        frames = self.decoder(post_quant.transpose(0, 2, 1, 3, 4), quant, first_frame_only)
         factor = self.spatial_scale_factor
         frames_out = 1 if first_frame_only else t * self.config.temporal_downsample_factor
         return frames.reshape(b, frames_out, self.config.out_channels, h * factor, w * factor)
