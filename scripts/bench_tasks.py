@@ -2,12 +2,14 @@
 default the tiny world's, ``bash scripts/tiny_world.sh``), in the rows of mindone's README tables.
 
     benchmark.py t2i [--model-path DIR --vq-path DIR] [--batch 1 4] [--mode graph pynative] [--cfg batched unbatched]
-    benchmark.py vqa [--model-path DIR --vq-path DIR] [--batch 1 8] [--mode graph pynative]
+    benchmark.py vqa [--model-path DIR --vq-path DIR] [--batch 1 8] [--mode graph pynative]   [--torch]
 
 t2i: one picture per prompt (CFG 3.0 against the null prompt, prefix constraint, sampling), then the VQ decode;
 vqa: a question about a picture of the world, greedy, ``--max-new-tokens``. Each row: the median of ``--repeat``
 runs after a warm-up run (its time, with graph compilation, in its own column); s/step is the run's time per
-generated token (prefill included), tokens/s counts every row of the batch.
+generated token (prefill included), tokens/s counts every row of the batch. ``--torch`` adds HF transformers'
+PyTorch Emu3 on the same weights and inputs (a child process that loads PyTorch first, as in the other
+benchmarks): eager, and for t2i the original pipeline's unbatched CFG with transformers' own processors.
 """
 
 import argparse
@@ -37,7 +39,12 @@ def parse_args(task, argv):
                    help="t2i: classifier-free guidance as one doubled batch, or a second model pass")
     p.add_argument("--max-new-tokens", type=int, default=8, help="vqa: answer budget")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--torch", action="store_true",
+                   help="also HF transformers' PyTorch Emu3 on the same weights and inputs (eager; CFG unbatched, "
+                        "as the original pipeline)")
+    p.add_argument("--torch-inputs", help=argparse.SUPPRESS)  # internal: this process runs PyTorch's rows only
     args = p.parse_args(argv)
+    args.argv = [task, *argv]
     for name in ("model_path", "vq_path"):
         if not os.path.isdir(getattr(args, name)):
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)!r} is not a folder (run bash "
@@ -75,12 +82,34 @@ def _vqa_run(model, processor, batch, mode, max_new_tokens):
     return run
 
 
+def _timed_row(task, run, repeat, batch, **columns):
+    """One table row: ``run()`` (returning the tokens generated per prompt) once to warm up, then ``repeat`` times."""
+    start = time.perf_counter()
+    run()
+    warmup = time.perf_counter() - start
+    times, steps = [], 0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        steps = run()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {"task": task, "mode": columns["mode"], "batch": batch, "cfg": columns["cfg"],
+            "s/step": f"{seconds / steps:.4f}", "tokens/s": f"{batch * steps / seconds:.1f}", "steps": steps,
+            "s/run": f"{seconds:.2f}", "warm-up s": f"{warmup:.1f}", "precision": columns["precision"],
+            "attention": columns["attention"]}
+
+
 def bench_tasks(task, argv):
     from emu3.nn.attention import default_backend
     from train.world.evaluate import load_models
 
     args = parse_args(task, argv)
     model, processor = load_models(args.model_path, args.vq_path)
+    if args.torch_inputs:  # the child process of torch_rows: PyTorch's rows only
+        import json
+
+        print(json.dumps(torch_task_rows(task, args, model, processor)))
+        return None
     precision = str(model.model.embed_tokens.weight.dtype).lower().replace("float", "fp")
     rows = []
     for mode in args.mode:
@@ -89,17 +118,78 @@ def bench_tasks(task, argv):
             for cfg in (args.cfg if task == "t2i" else ["-"]):
                 run = _t2i_run(model, processor, batch, mode, cfg) if task == "t2i" else \
                     _vqa_run(model, processor, batch, mode, args.max_new_tokens)
-                start = time.perf_counter()
-                run()
-                warmup = time.perf_counter() - start
-                times, steps = [], 0
-                for _ in range(args.repeat):
-                    start = time.perf_counter()
-                    steps = run()
-                    times.append(time.perf_counter() - start)
-                seconds = statistics.median(times)
-                rows.append({"task": task, "mode": mode, "batch": batch, "cfg": cfg, "s/step": f"{seconds / steps:.4f}",
-                             "tokens/s": f"{batch * steps / seconds:.1f}", "steps": steps,
-                             "s/run": f"{seconds:.2f}", "warm-up s": f"{warmup:.1f}", "precision": precision,
-                             "attention": default_backend()})
+                rows.append(_timed_row(task, run, args.repeat, batch, mode=mode, cfg=cfg, precision=precision,
+                                       attention=default_backend()))
+    if args.torch:
+        from bench_common import torch_rows
+
+        rows += torch_rows(args, {})
     return rows
+
+
+def torch_task_rows(task, args, model, processor):
+    """The rows of HF transformers' PyTorch Emu3 (LLM + VQ-VAE, eager, fp32) holding our models' weights, on the
+    inputs our processor builds; text-to-image with transformers' UnbatchedClassifierFreeGuidanceLogitsProcessor
+    and PrefixConstrainedLogitsProcessor (the original pipeline), then its VQ-VAE's decode."""
+    import mindspore as ms
+    import torch
+    from transformers import (Emu3ForCausalLM as TorchEmu3, Emu3TextConfig, Emu3VQVAE, Emu3VQVAEConfig,
+                              LogitsProcessorList, PrefixConstrainedLogitsProcessor,
+                              UnbatchedClassifierFreeGuidanceLogitsProcessor)
+    from bench_common import torch_reference
+    from emu3.mllm.hf_compat import hf_text_config_kwargs
+    from emu3.mllm.processing_emu3 import image_token_budget
+    from emu3.tokenizer.hf_names import hf_config_kwargs, is_attention_projection, released_to_hf
+
+    def weights(cell, rename=lambda name: name, reshape=lambda name: False):
+        out = {}
+        for name, p in cell.parameters_and_names():
+            value = p.asnumpy() if p.dtype == ms.int64 else p.astype(ms.float32).asnumpy()
+            out["param:" + rename(name)] = value.reshape(value.shape[:2]) if reshape(name) else value
+        return out
+
+    lm = torch_reference(TorchEmu3, Emu3TextConfig(**hf_text_config_kwargs(model.config)), weights(model))
+    vq_model = processor.vision_tokenizer
+    vq = torch_reference(Emu3VQVAE, Emu3VQVAEConfig(**hf_config_kwargs(vq_model.config)),
+                         weights(vq_model, released_to_hf, is_attention_projection))
+    config = model.config
+    columns = dict(mode="eager", precision="fp32", attention=lm.config._attn_implementation)
+    rows = []
+    for batch in args.batch:
+        if task == "t2i":
+            pos, neg = processor.build_generation_inputs([CAPTION] * batch, "", image_area=config.image_area,
+                                                         padding="longest", return_tensors="np")
+            h, w = (int(v) for v in pos["image_size"][0])
+            ids, mask = torch.from_numpy(pos["input_ids"]), torch.from_numpy(pos["attention_mask"])
+
+            def run():
+                torch.manual_seed(0)
+                allowed = processor.build_prefix_constrained_fn(pos["image_size"][:, 0], pos["image_size"][:, 1])
+                first_visual = int(allowed.visual_tokens[0])
+                processors = LogitsProcessorList([
+                    UnbatchedClassifierFreeGuidanceLogitsProcessor(3.0, lm, torch.from_numpy(neg["input_ids"])),
+                    PrefixConstrainedLogitsProcessor(lambda b, seq: allowed(b, seq.numpy()).tolist(), num_beams=1)])
+                with torch.no_grad():
+                    out = lm.generate(ids, attention_mask=mask, max_new_tokens=image_token_budget(h, w),
+                                      do_sample=True, logits_processor=processors, pad_token_id=config.pad_token_id)
+                    # The first row's codes: h rows of w visual tokens + eol right after the prompt's img token.
+                    grid = out[0, ids.shape[1]:ids.shape[1] + h * (w + 1)].reshape(h, w + 1)[:, :w] - first_visual
+                    vq.decode(grid[None].long())  # the picture, as ours decodes it
+                return out.shape[1] - ids.shape[1]
+            rows.append(_timed_row(task, run, args.repeat, batch, cfg="unbatched", **columns))
+        else:
+            from train.world import shapes
+
+            picture = shapes.render("large", "red", "triangle", "black", 12, 12)
+            inputs = processor([QUESTION] * batch, [picture] * batch, mode="U", padding_image=True,
+                               padding="longest", return_tensors="np")
+            ids, mask = torch.from_numpy(inputs["input_ids"]), torch.from_numpy(inputs["attention_mask"])
+
+            def run():
+                with torch.no_grad():
+                    out = lm.generate(ids, attention_mask=mask, max_new_tokens=args.max_new_tokens, do_sample=False,
+                                      pad_token_id=config.pad_token_id, eos_token_id=config.eos_token_id)
+                return out.shape[1] - ids.shape[1]
+            rows.append(_timed_row(task, run, args.repeat, batch, cfg="-", **columns))
+    impl = f"torch {torch.__version__.split('+')[0]}"
+    return [dict(row, mode=f"{row['mode']} ({impl})") for row in rows]

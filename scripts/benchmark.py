@@ -84,7 +84,8 @@ def main(argv=None):
         from bench_tasks import bench_tasks
 
         rows = bench_tasks(argv[0], argv[1:])
-        print_table(rows, list(rows[0]))
+        if rows is not None:  # None: this was the PyTorch child process, which printed its rows as JSON
+            print_table(rows, list(rows[0]))
         return rows
     args = parse_args(argv)
     if args.torch_inputs:

@@ -101,8 +101,9 @@ def release_compiled_graphs(cell):
 
     MindSpore keeps every compiled graph in a process-wide executor until told otherwise (``ms_memory_recycle``
     frees all of them); a replaced decode step would otherwise stay there for good, and host memory grows
-    with every shape (``tests/mllm/test_generation.py`` checks it stays flat). The graphs of one cell are recognised by its creation time and id in their phase names. Private
-    API: if it changes, nothing is freed, and nothing breaks.
+    with every shape (``tests/mllm/test_generation.py`` checks it stays flat). The graphs of one cell are
+    recognised by its creation time and id in their phase names. Private API: if it changes, nothing is freed,
+    and nothing breaks.
     """
     try:
         from mindspore.graph import api as graph_api

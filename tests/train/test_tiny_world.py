@@ -42,8 +42,10 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
 
     paths = ["--model-path", str(out / "Emu3-Tiny"), "--vq-path", str(out / "Emu3-VisionTokenizer"), "--batch", "2",
              "--mode", "graph", "--repeat", "1"]
-    (t2i,) = bench_tasks("t2i", paths + ["--cfg", "batched"])
+    # With the PyTorch oracle's row beside ours: the same weights through transformers' own CFG and constraint.
+    t2i, torch_t2i = bench_tasks("t2i", paths + ["--cfg", "batched", "--torch"])
     assert t2i["steps"] == 8 * 9 + 3 and float(t2i["tokens/s"]) > 0  # 8 rows of 8 codes + eol, then eof eoi eos
+    assert torch_t2i["mode"].startswith("eager (torch") and torch_t2i["steps"] == t2i["steps"]
     (vqa,) = bench_tasks("vqa", paths + ["--max-new-tokens", "3"])
     assert 1 <= vqa["steps"] <= 3
 
