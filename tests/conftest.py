@@ -15,7 +15,7 @@ def rng():
     return np.random.default_rng(0)
 
 
-# The longest files first. The full suite runs in two processes (README: `-n 2 --dist loadfile`), which take
+# The longest files first. The suite runs in two processes (tests/pytest.ini: `-n 2 --dist loadfile`), which take
 # whole files in collection order; starting the long ones first lets both finish together instead of one
 # process running the longest file alone at the end.
 LONGEST_FILES = ("train/test_tiny_world.py", "train/test_distributed_trainer.py", "test_scripts.py",
