@@ -14,3 +14,10 @@ def to_numpy(x):
     if hasattr(x, "detach"):
         return x.detach().cpu().float().numpy() if str(x.dtype) == "torch.bfloat16" else x.detach().cpu().numpy()
     return x
+
+
+def as_array(x):
+    """``to_numpy`` for any array-like (lists included) as a numpy array; None stays None (an optional input)."""
+    import numpy as np
+
+    return None if x is None else np.asarray(to_numpy(x))

@@ -44,6 +44,18 @@ def print_table(rows, columns):
         print("| " + " | ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths)) + " |")
 
 
+def parameter_arrays(cell, rename=lambda name: name, reshape=lambda name: False):
+    """``cell``'s parameters as numpy for a PyTorch twin: {"param:" + rename(name): array}, fp32 (int64 kept);
+    ``reshape(name)`` marks 1x1 convolutions PyTorch holds as linear weights (out, in)."""
+    import mindspore as ms
+
+    out = {}
+    for name, p in cell.parameters_and_names():
+        value = p.asnumpy() if p.dtype == ms.int64 else p.astype(ms.float32).asnumpy()
+        out["param:" + rename(name)] = value.reshape(value.shape[:2]) if reshape(name) else value
+    return out
+
+
 def torch_rows(args, arrays):
     """The PyTorch rows of ``args.component``, measured in a child process (see the imports) on ``arrays``
     (weights and inputs, numpy) and returned as that component's ``torch_*`` function returns them."""

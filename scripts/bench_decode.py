@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from bench_common import REPO, torch_reference, torch_threads, config_label, torch_rows
+from bench_common import REPO, parameter_arrays, torch_reference, torch_threads, config_label, torch_rows
 
 LLM_CONFIGS = {"small": os.path.join(REPO, "configs", "mllm", "small.json")}
 
@@ -123,7 +123,7 @@ def bench_decode(args):
 
     if args.torch:
         arrays = {f"prompt:{ctx}": ids for ctx, ids in prompts.items()}
-        arrays.update({"param:" + name: p.astype(ms.float32).asnumpy() for name, p in model.parameters_and_names()})
+        arrays.update(parameter_arrays(model))
         timpl, results = torch_rows(args, arrays)
         for ctx, step, mean in results:
             row(timpl, "eager", ctx, "greedy", step, mean)

@@ -14,11 +14,10 @@ benchmarks): eager, and for t2i the original pipeline's unbatched CFG with trans
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench_common import REPO, parameter_arrays, timed, torch_reference, torch_rows
+
 sys.path.insert(0, REPO)
 import emu3  # noqa: E402,F401  (before MindSpore loads: see emu3/_openmp.py)
 
@@ -54,11 +53,25 @@ def parse_args(task, argv):
     return args
 
 
+def _t2i_inputs(processor, config, batch):
+    """The positive and negative prompts of ``batch`` copies of CAPTION (numpy, left-padded)."""
+    return processor.build_generation_inputs([CAPTION] * batch, "", image_area=config.image_area,
+                                             padding="longest", return_tensors="np")
+
+
+def _vqa_inputs(processor, batch):
+    """``batch`` copies of QUESTION about a rendered picture of the world (numpy, left-padded)."""
+    from train.world import shapes
+
+    picture = shapes.render("large", "red", "triangle", "black", 12, 12)
+    return processor([QUESTION] * batch, [picture] * batch, mode="U", padding_image=True, padding="longest",
+                     return_tensors="np")
+
+
 def _t2i_run(model, processor, batch, mode, cfg):
     from emu3.mllm.utils_emu3 import image_generation_kwargs
 
-    pos, neg = processor.build_generation_inputs([CAPTION] * batch, "", image_area=model.config.image_area,
-                                                 padding="longest", return_tensors="np")
+    pos, neg = _t2i_inputs(processor, model.config, batch)
     generation = image_generation_kwargs(model, processor, pos, neg, 3.0, cfg=cfg)
 
     def run():
@@ -69,11 +82,7 @@ def _t2i_run(model, processor, batch, mode, cfg):
 
 
 def _vqa_run(model, processor, batch, mode, max_new_tokens):
-    from train.world import shapes
-
-    picture = shapes.render("large", "red", "triangle", "black", 12, 12)
-    inputs = processor([QUESTION] * batch, [picture] * batch, mode="U", padding_image=True, padding="longest",
-                       return_tensors="np")
+    inputs = _vqa_inputs(processor, batch)
 
     def run():
         out = model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"],
@@ -84,15 +93,9 @@ def _vqa_run(model, processor, batch, mode, max_new_tokens):
 
 def _timed_row(task, run, repeat, batch, **columns):
     """One table row: ``run()`` (returning the tokens generated per prompt) once to warm up, then ``repeat`` times."""
-    start = time.perf_counter()
-    run()
-    warmup = time.perf_counter() - start
-    times, steps = [], 0
-    for _ in range(repeat):
-        start = time.perf_counter()
-        steps = run()
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
+    steps = []
+    warmup, seconds = timed(lambda: steps.append(run()), repeat)
+    steps = steps[-1]
     return {"task": task, "mode": columns["mode"], "batch": batch, "cfg": columns["cfg"],
             "s/step": f"{seconds / steps:.4f}", "tokens/s": f"{batch * steps / seconds:.1f}", "steps": steps,
             "s/run": f"{seconds:.2f}", "warm-up s": f"{warmup:.1f}", "precision": columns["precision"],
@@ -121,8 +124,6 @@ def bench_tasks(task, argv):
                 rows.append(_timed_row(task, run, args.repeat, batch, mode=mode, cfg=cfg, precision=precision,
                                        attention=default_backend()))
     if args.torch:
-        from bench_common import torch_rows
-
         rows += torch_rows(args, {})
     return rows
 
@@ -131,34 +132,24 @@ def torch_task_rows(task, args, model, processor):
     """The rows of HF transformers' PyTorch Emu3 (LLM + VQ-VAE, eager, fp32) holding our models' weights, on the
     inputs our processor builds; text-to-image with transformers' UnbatchedClassifierFreeGuidanceLogitsProcessor
     and PrefixConstrainedLogitsProcessor (the original pipeline), then its VQ-VAE's decode."""
-    import mindspore as ms
     import torch
     from transformers import (Emu3ForCausalLM as TorchEmu3, Emu3TextConfig, Emu3VQVAE, Emu3VQVAEConfig,
                               LogitsProcessorList, PrefixConstrainedLogitsProcessor,
                               UnbatchedClassifierFreeGuidanceLogitsProcessor)
-    from bench_common import torch_reference
     from emu3.mllm.hf_compat import hf_text_config_kwargs
     from emu3.mllm.processing_emu3 import image_token_budget
     from emu3.tokenizer.hf_names import hf_config_kwargs, is_attention_projection, released_to_hf
 
-    def weights(cell, rename=lambda name: name, reshape=lambda name: False):
-        out = {}
-        for name, p in cell.parameters_and_names():
-            value = p.asnumpy() if p.dtype == ms.int64 else p.astype(ms.float32).asnumpy()
-            out["param:" + rename(name)] = value.reshape(value.shape[:2]) if reshape(name) else value
-        return out
-
-    lm = torch_reference(TorchEmu3, Emu3TextConfig(**hf_text_config_kwargs(model.config)), weights(model))
+    lm = torch_reference(TorchEmu3, Emu3TextConfig(**hf_text_config_kwargs(model.config)), parameter_arrays(model))
     vq_model = processor.vision_tokenizer
     vq = torch_reference(Emu3VQVAE, Emu3VQVAEConfig(**hf_config_kwargs(vq_model.config)),
-                         weights(vq_model, released_to_hf, is_attention_projection))
+                         parameter_arrays(vq_model, released_to_hf, is_attention_projection))
     config = model.config
     columns = dict(mode="eager", precision="fp32", attention=lm.config._attn_implementation)
     rows = []
     for batch in args.batch:
         if task == "t2i":
-            pos, neg = processor.build_generation_inputs([CAPTION] * batch, "", image_area=config.image_area,
-                                                         padding="longest", return_tensors="np")
+            pos, neg = _t2i_inputs(processor, config, batch)
             h, w = (int(v) for v in pos["image_size"][0])
             ids, mask = torch.from_numpy(pos["input_ids"]), torch.from_numpy(pos["attention_mask"])
 
@@ -178,11 +169,7 @@ def torch_task_rows(task, args, model, processor):
                 return out.shape[1] - ids.shape[1]
             rows.append(_timed_row(task, run, args.repeat, batch, cfg="unbatched", **columns))
         else:
-            from train.world import shapes
-
-            picture = shapes.render("large", "red", "triangle", "black", 12, 12)
-            inputs = processor([QUESTION] * batch, [picture] * batch, mode="U", padding_image=True,
-                               padding="longest", return_tensors="np")
+            inputs = _vqa_inputs(processor, batch)
             ids, mask = torch.from_numpy(inputs["input_ids"]), torch.from_numpy(inputs["attention_mask"])
 
             def run():

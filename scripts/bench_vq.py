@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from bench_common import REPO, torch_reference, torch_threads, config_label, timed, torch_rows
+from bench_common import REPO, parameter_arrays, torch_reference, torch_threads, config_label, timed, torch_rows
 
 VQ_CONFIGS = {name: os.path.join(REPO, "configs", "vision_tokenizer", f"{name}.json") for name in ("small", "released")}
 
@@ -39,12 +39,7 @@ def bench_vq(args):
     if args.torch:
         from emu3.tokenizer.hf_names import is_attention_projection, released_to_hf
 
-        arrays = {"pixels": pixels}
-        for name, param in model.parameters_and_names():
-            value = param.astype(ms.float32).asnumpy() if param.dtype != ms.int64 else param.asnumpy()
-            if is_attention_projection(name):
-                value = value.reshape(value.shape[:2])
-            arrays["param:" + released_to_hf(name)] = value
+        arrays = {"pixels": pixels, **parameter_arrays(model, released_to_hf, is_attention_projection)}
         row(*torch_rows(args, arrays))
     return rows
 

@@ -36,7 +36,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor
 
-from ..arrays import to_numpy
+from ..arrays import as_array
 from .decoding import CachedDecoder, clear_generation_steps, initial_cache_length
 from .logits_process import (LogitsProcessor, LogitsProcessorList, PrefixConstrainedLogitsProcessor,
                              TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
@@ -49,10 +49,6 @@ __all__ = ["GenerationMixin", "GenerationSetup", "setup_generation", "GRAPH_MODE
            "PrefixConstrainedLogitsProcessor", "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper",
            "UnbatchedClassifierFreeGuidanceLogitsProcessor", "guided_scores", "log_softmax", "sampling_warpers",
            "softmax"]
-
-
-def _numpy(x):
-    return None if x is None else np.asarray(to_numpy(x))
 
 
 # ---- checks on what generate is given ----------------------------------------------------------------------------
@@ -166,11 +162,11 @@ def setup_generation(config, input_ids, attention_mask=None, logits_processor=No
                      mode=None, negative_prompt_ids=None, negative_prompt_attention_mask=None, guidance_scale=None,
                      seed=None, generator=None, prefix_allowed_tokens_fn=None):
     """Check ``generate``'s arguments against ``config`` and decide everything the loop needs (no model runs)."""
-    ids = _checked_ids(_numpy(input_ids), config.vocab_size, "input_ids")
+    ids = _checked_ids(as_array(input_ids), config.vocab_size, "input_ids")
     if ids.ndim == 1:
         ids = ids[None]
     batch_size, prompt_len = ids.shape
-    mask = np.ones_like(ids) if attention_mask is None else _checked_mask(_numpy(attention_mask))
+    mask = np.ones_like(ids) if attention_mask is None else _checked_mask(as_array(attention_mask))
     if mask.shape != ids.shape:
         raise ValueError(f"attention_mask {mask.shape} does not match input_ids {ids.shape}")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
@@ -196,10 +192,10 @@ def setup_generation(config, input_ids, attention_mask=None, logits_processor=No
 
     model_ids, model_mask = ids, mask
     if guided:  # one batch of 2B rows: the prompts, then the negative prompts, left-padded to one length
-        neg = _numpy(negative_prompt_ids).astype(np.int64)
+        neg = as_array(negative_prompt_ids).astype(np.int64)
         neg = neg[None] if neg.ndim == 1 else neg
         neg_mask = (np.ones_like(neg) if negative_prompt_attention_mask is None
-                    else _numpy(negative_prompt_attention_mask).astype(np.int64))
+                    else as_array(negative_prompt_attention_mask).astype(np.int64))
         if neg.shape[0] == 1 and batch_size > 1:
             neg, neg_mask = np.repeat(neg, batch_size, 0), np.repeat(neg_mask, batch_size, 0)
         if neg.shape[0] != batch_size or neg_mask.shape != neg.shape:

@@ -13,13 +13,9 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor
 
-from ..arrays import to_numpy
+from ..arrays import as_array
 from .cache import DynamicCache
 from .decoding import CachedDecoder, initial_cache_length
-
-
-def _numpy(x):
-    return None if x is None else np.asarray(to_numpy(x))
 
 
 def log_softmax(scores):
@@ -49,7 +45,7 @@ class LogitsProcessorList(list):
     """Applies its processors in order."""
 
     def __call__(self, input_ids, scores):
-        input_ids, scores = _numpy(input_ids), _numpy(scores)
+        input_ids, scores = as_array(input_ids), as_array(scores)
         for processor in self:
             scores = processor(input_ids, scores)
         return scores
@@ -74,7 +70,7 @@ class PrefixConstrainedLogitsProcessor(LogitsProcessor):
         self._num_beams = num_beams
 
     def __call__(self, input_ids, scores):
-        input_ids, scores = _numpy(input_ids), _numpy(scores)
+        input_ids, scores = as_array(input_ids), as_array(scores)
         mask = np.full_like(scores, -np.inf)
         for row in range(input_ids.shape[0]):
             batch_id = row // self._num_beams
@@ -99,7 +95,7 @@ class TemperatureLogitsWarper(LogitsProcessor):
         self.temperature = temperature
 
     def __call__(self, input_ids, scores):
-        return _numpy(scores) / np.float32(self.temperature)
+        return as_array(scores) / np.float32(self.temperature)
 
 
 class TopKLogitsWarper(LogitsProcessor):
@@ -112,7 +108,7 @@ class TopKLogitsWarper(LogitsProcessor):
         self.filter_value = filter_value
 
     def __call__(self, input_ids, scores):
-        scores = _numpy(scores)
+        scores = as_array(scores)
         vocab = scores.shape[-1]
         k = min(self.top_k, vocab)
         kth = np.partition(scores, vocab - k, axis=-1)[..., vocab - k:vocab - k + 1]
@@ -133,7 +129,7 @@ class TopPLogitsWarper(LogitsProcessor):
         self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, input_ids, scores):
-        scores = _numpy(scores)
+        scores = as_array(scores)
         order = np.argsort(scores, axis=-1, kind="stable")  # ascending
         ascending = np.take_along_axis(scores, order, axis=-1)
         cumulative = np.cumsum(softmax(ascending), axis=-1, dtype=np.float32)
@@ -182,7 +178,7 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
         self.guidance_scale = guidance_scale
         self.model = model
         self.use_cache = use_cache
-        self._given = (_numpy(unconditional_ids), _numpy(unconditional_attention_mask))
+        self._given = (as_array(unconditional_ids), as_array(unconditional_attention_mask))
         self._plan = None  # (max_new_tokens, mode) once generate() announced itself
         self._start()
 
@@ -231,8 +227,8 @@ class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
         return logits.asnumpy()[:, -1]
 
     def __call__(self, input_ids, scores):
-        input_ids = _numpy(input_ids)
-        scores = log_softmax(_numpy(scores))
+        input_ids = as_array(input_ids)
+        scores = log_softmax(as_array(scores))
         if self.guidance_scale == 1:
             return scores
         unconditional = log_softmax(self.get_unconditional_logits(input_ids))
