@@ -20,23 +20,60 @@ def token_loss_sum(logits, targets):
                              ignore_index=IGNORE_INDEX, reduction="sum")
 
 
-def clipped_update(optimizer, max_grad_norm, lr, loss_scale, grads, squared_norm=None):
-    """Unscale, clip to the global norm (torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6), never
-    up; ``max_grad_norm`` 0 = off) and apply ``optimizer``; returns the global norm before clipping.
-    ``squared_norm(grads)``: the sum of squares over every rank's shards (default: of ``grads`` as they are)."""
-    grads = tuple(g.astype(ms.float32) / loss_scale for g in grads)
-    if squared_norm is None:
-        squares = Tensor(0.0, ms.float32)
-        for g in grads:
-            squares = squares + ops.reduce_sum(g * g)
-    else:
-        squares = squared_norm(grads)
-    norm = ops.sqrt(squares)
-    coef = Tensor(1.0, ms.float32)
-    if max_grad_norm > 0:
-        coef = ops.minimum(max_grad_norm / (norm + 1e-6), 1.0)
-    optimizer(grads, lr, coef)
-    return norm
+def squared_sum(grads, loss_scale):
+    """Sum of squares of every ``grad / loss_scale``, in fp32. One loop over the tuple it is given: a graph that
+    first builds a new tuple of hundreds of unscaled gradients compiles many times slower."""
+    squares = Tensor(0.0, ms.float32)
+    for g in grads:
+        g = g.astype(ms.float32) / loss_scale
+        squares = squares + ops.reduce_sum(g * g)
+    return squares
+
+
+class ClippedUpdate:
+    """``update(lr, loss_scale, grads)`` -> the global gradient norm (before clipping), after unscaling, clipping
+    to the global norm as torch.nn.utils.clip_grad_norm_ (scale by max_norm / (norm + 1e-6), never up; 0 = off)
+    and ``optimizer`` (called with ``grads * clip / loss_scale``), then ``after()`` (ZeRO's publish).
+
+    Two compiled graphs, the norm then the update: in one graph, the update depending on a reduction over every
+    gradient compiles superlinearly in the parameter count (a vision tokenizer of 285 parameters: minutes instead
+    of seconds). ``squared_norm(grads, loss_scale)``: the sum of squares over every rank's shards (default
+    ``squared_sum``); ``fused``: compile both with operator fusion where available (``emu3.device.FusedJit``: they
+    are long elementwise chains over the weights and gradients).
+    """
+
+    def __init__(self, optimizer, max_grad_norm=0.0, compiled=True, squared_norm=squared_sum, after=None,
+                 fused=False):
+        from emu3.device import FusedJit
+
+        self.optimizer = optimizer
+        self.max_grad_norm = float(max_grad_norm or 0.0)
+        self.squared_norm = squared_norm
+        self.after = after
+        if not compiled:
+            self._norm, self._update = self._norm_and_scale, self._apply
+        else:
+            low_precision = any(optimizer.has_master)
+            jit = (lambda fn: FusedJit(fn, low_precision)) if fused else ms.jit
+            self._norm, self._update = jit(self._norm_and_scale), jit(self._apply)
+
+    def _norm_and_scale(self, loss_scale, *grads):
+        norm = ops.sqrt(self.squared_norm(grads, loss_scale))
+        clip = Tensor(1.0, ms.float32)
+        if self.max_grad_norm > 0:
+            clip = ops.minimum(self.max_grad_norm / (norm + 1e-6), 1.0)
+        return norm, clip / loss_scale
+
+    def _apply(self, lr, grad_scale, *grads):
+        step = self.optimizer(grads, lr, grad_scale)
+        if self.after is not None:
+            self.after()
+        return step
+
+    def __call__(self, lr, loss_scale, grads):
+        norm, grad_scale = self._norm(Tensor(loss_scale, ms.float32), *grads)
+        self._update(Tensor(lr, ms.float32), grad_scale, *grads)
+        return norm
 
 
 class TrainStep:
@@ -47,23 +84,21 @@ class TrainStep:
     sequence-parallel wrapper. Losses and token counts are summed over all ranks, so the loss is the global
     mean and every rank's gradient contribution is weighted by the step's global token count.
 
-    Two compiled graphs per step: forward + backward (gradients stay device tensors), then the update (unscale,
-    clipping, AdamW), which is elementwise work over every parameter and is compiled with operator fusion where
-    it is available (``emu3.device.FusedJit``): unfused, its ~20 passes over the weights are a large share of a
-    small model's step on CPU (README, "Speed"). ``guard_overflow`` (fp16 / loss scaling) checks the gradients for inf/NaN in the first
+    Compiled graphs per step: forward + backward (gradients stay device tensors), then the gradient norm and the
+    update (``ClippedUpdate``: unscale, clipping, AdamW), which is elementwise work over every parameter and is
+    compiled with operator fusion where it is available (``emu3.device.FusedJit``): unfused, its ~20 passes over
+    the weights are a large share of a small model's step on CPU (README, "Speed"). ``guard_overflow`` (fp16 / loss scaling) checks the gradients for inf/NaN in the first
     graph; an overflowing step is then skipped on the host, so the update graph has no branch (and AKG, which
     cannot compile a broadcast Select, fuses it). Without it the update is unconditional, as torch's.
     """
 
     def __init__(self, model, optimizer, max_grad_norm=0.0, compiled=True, guard_overflow=True, plan=None,
                  forward=None):
-        from emu3.device import FusedJit
         from emu3.parallel.zero import ZeroPlan
 
         self.model = forward or model
         self.optimizer = optimizer
         self.plan = plan or ZeroPlan(model)
-        self.max_grad_norm = float(max_grad_norm or 0.0)
         self.guard_overflow = bool(guard_overflow)
         self._grad = ms.value_and_grad(self._forward, None, self.plan.weights, has_aux=True)
         self._accumulators = None
@@ -72,7 +107,8 @@ class TrainStep:
         self._middle = wrap(self._micro_middle)
         self._last = wrap(self._micro_last)
         self._single = wrap(self._micro_single)
-        self._update = FusedJit(self._apply, any(optimizer.has_master)) if compiled else self._apply
+        self._update = ClippedUpdate(optimizer, max_grad_norm, compiled, self.plan.squared_norm, self.plan.publish,
+                                     fused=True)
 
     # ---- the pieces (each one compiled graph) ----------------------------------------------------------------
     def _forward(self, input_ids, attention_mask, targets, weight):
@@ -105,11 +141,6 @@ class TrainStep:
     def _finite(self, grads):
         return self.plan.all_finite(grads) if self.guard_overflow else Tensor(True)
 
-    def _apply(self, lr, loss_scale, *grads):
-        norm = clipped_update(self.optimizer, self.max_grad_norm, lr, loss_scale, grads, self.plan.squared_norm)
-        self.plan.publish()
-        return norm
-
     # ---- one optimizer step ----------------------------------------------------------------------------------
     def step(self, micro_batches, lr, loss_scale=1.0):
         """``micro_batches``: list of (input_ids, attention_mask, targets) int32 numpy arrays (under sequence
@@ -132,5 +163,5 @@ class TrainStep:
         total += float(loss_sum.asnumpy())
         if not bool(finite.asnumpy()):  # an fp16 overflow: no update at all (moments and step count included)
             return total / max(tokens, 1), float("inf"), False, tokens
-        norm = self._update(Tensor(lr, ms.float32), Tensor(loss_scale, ms.float32), *grads)
+        norm = self._update(lr, loss_scale, grads)
         return total / max(tokens, 1), float(norm.asnumpy()), True, tokens

@@ -17,7 +17,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from .step import clipped_update
+from .step import ClippedUpdate
 
 RECONSTRUCTION_LOSSES = ("l1", "l2")
 
@@ -103,31 +103,26 @@ def codebook_usage(codes, codebook_size):
 class VQTrainStep:
     """``step(pixels, lr)`` -> (losses {total, reconstruction, codebook, commitment}, codes, latents, grad_norm).
 
-    Two graphs, as the LLM's TrainStep: forward + backward (returning the codes and latents the CodebookKeeper
-    needs), then clipping + AdamW. ``compiled=False`` runs both op by op with the same numbers.
+    Compiled as the LLM's TrainStep: forward + backward (returning the codes and latents the CodebookKeeper
+    needs), then clipping + AdamW (``ClippedUpdate``). ``compiled=False`` runs both op by op with the same numbers.
     """
 
     def __init__(self, loss, optimizer, max_grad_norm=1.0, compiled=True):
         self.optimizer = optimizer
-        self.max_grad_norm = float(max_grad_norm or 0.0)
         self._grad = ms.value_and_grad(loss, None, optimizer.params, has_aux=True)
-        # Plain jit, no operator fusion: fused kernels save little here (the convolutions' matmuls dominate; the
-        # update of a small tokenizer is milliseconds) but took over 3 minutes to compile on a first run.
         self._forward_backward = ms.jit(self._grads) if compiled else self._grads
-        self._update = ms.jit(self._apply) if compiled else self._apply
-        self._one = Tensor(1.0, ms.float32)
+        # No operator fusion for the update: fused kernels save little here (the convolutions' matmuls dominate;
+        # the update of a small tokenizer is milliseconds) and take longer to compile.
+        self._update = ClippedUpdate(optimizer, max_grad_norm, compiled)
 
     def _grads(self, pixels):
         (total, (reconstruction, codebook, commitment, codes, latents)), grads = self._grad(pixels)
         return (total, reconstruction, codebook, commitment, codes, latents) + tuple(grads)
 
-    def _apply(self, lr, *grads):
-        return clipped_update(self.optimizer, self.max_grad_norm, lr, self._one, grads)
-
     def step(self, pixels, lr):
         total, reconstruction, codebook, commitment, codes, latents, *grads = \
             self._forward_backward(Tensor(pixels, ms.float32))
-        norm = self._update(Tensor(lr, ms.float32), *grads)
+        norm = self._update(lr, 1.0, grads)
         losses = {"loss": float(total.asnumpy()), "reconstruction": float(reconstruction.asnumpy()),
                   "codebook": float(codebook.asnumpy()), "commitment": float(commitment.asnumpy())}
         return losses, codes, latents, float(norm.asnumpy())

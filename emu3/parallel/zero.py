@@ -200,12 +200,14 @@ class ZeroPlan(nn.Cell):
             value = self.all_reduce(value.astype(ms.float32))
         return float(value.asnumpy())
 
-    def squared_norm(self, grads):
-        """Sum of squares of the full gradients (reduced ``grads``): sharded parts summed over the ranks."""
+    def squared_norm(self, grads, loss_scale):
+        """Sum of squares of the full gradients (reduced ``grads`` / ``loss_scale``): sharded parts summed over
+        the ranks."""
         local = Tensor(0.0, ms.float32)
         replicated = Tensor(0.0, ms.float32)
         for g, sharded in zip(grads, self.sharded):
-            square = ops.reduce_sum(g.astype(ms.float32) * g.astype(ms.float32))
+            g = g.astype(ms.float32) / loss_scale
+            square = ops.reduce_sum(g * g)
             if sharded:
                 local = local + square
             else:
