@@ -60,6 +60,11 @@ class CodebookKeeper:
         self.usage = np.zeros(codebook.shape[0], np.int64)
         self.seed = seed
 
+    def _write(self, table):
+        # In place (Assign): a compiled train step keeps reading the buffer it was built with, so set_data would
+        # change the host copy only and the graph would go on quantising with the old codebook.
+        ops.assign(self.codebook, Tensor(np.asarray(table, np.float32)))
+
     def _latent_rows(self, latents):
         z = latents.asnumpy() if isinstance(latents, Tensor) else np.asarray(latents)
         return z.transpose(0, 1, 3, 4, 2).reshape(-1, z.shape[2])  # (B*t*h*w, C), as the quantiser flattens
@@ -71,7 +76,7 @@ class CodebookKeeper:
         rng = np.random.default_rng((self.seed, 0))
         picked = rows[rng.choice(len(rows), k, replace=len(rows) < k)]
         picked = picked + rng.normal(0, 0.01 * (rows.std() + 1e-6), picked.shape)
-        self.codebook.set_data(Tensor(picked.astype(np.float32)))
+        self._write(picked)
 
     def observe(self, codes, latents, step, restart=True):
         """Count code usage; every ``restart_every`` steps move the unused codes onto current latents (unless
@@ -87,7 +92,7 @@ class CodebookKeeper:
         table = self.codebook.asnumpy().copy()
         rng = np.random.default_rng((self.seed, step))  # per step: a resumed run restarts the same codes
         table[dead] = rows[rng.choice(len(rows), len(dead), replace=len(rows) < len(dead))]
-        self.codebook.set_data(Tensor(table))
+        self._write(table)
         return len(dead)
 
 

@@ -64,3 +64,28 @@ def test_vq_training_loss_reaches_the_encoder_through_the_quantiser():
     used, _ = codebook_usage(codes.asnumpy(), 16)
     restarted = keeper.observe(codes, latents, step=1)
     assert restarted == round((1 - used) * 16)  # every unused code was moved onto a latent
+
+
+def test_codebook_upkeep_reaches_a_compiled_train_step():
+    """Initialisation and restarts write the codebook in place: the compiled step quantises with the new one."""
+    import mindspore as ms
+
+    from emu3.tokenizer import Emu3VisionVQConfig, Emu3VisionVQModel
+    from train.optim import AdamW
+    from train.vq_training import CodebookKeeper, VQTrainingLoss, VQTrainStep
+
+    config = Emu3VisionVQConfig(codebook_size=16, ch=32, ch_mult=[1, 1], num_res_blocks=1, attn_resolutions=[],
+                                temporal_downsample_factor=1)
+    model = Emu3VisionVQModel(config)
+    model.set_train(True)
+    step = VQTrainStep(VQTrainingLoss(model), AdamW(model.trainable_params()), compiled=True)
+    pixels = np.random.default_rng(0).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    _, codes_before, latents, _ = step.step(pixels, 0.0)  # lr 0: the weights, hence the latents, stay
+    CodebookKeeper(model.quantize.embedding.weight, seed=1).initialise(latents)
+    _, codes, _, _ = step.step(pixels, 0.0)
+
+    rows = latents.asnumpy().transpose(0, 1, 3, 4, 2).reshape(-1, 4)
+    table = model.quantize.embedding.weight.asnumpy()
+    nearest = ((rows[:, None] - table[None]) ** 2).sum(-1).argmin(-1)
+    assert not np.array_equal(codes.asnumpy().reshape(-1), codes_before.asnumpy().reshape(-1))
+    np.testing.assert_array_equal(codes.asnumpy().reshape(-1), nearest)
