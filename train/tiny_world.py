@@ -133,7 +133,7 @@ class World:
                   "--per_device_train_batch_size", "8", "--max_steps", str(steps), "--reconstruction_loss", "l2",
                   "--learning_rate", "3e-3", "--lr_scheduler_type", "cosine",
                   "--warmup_steps", str(min(20, steps // 5)),
-                  "--codebook_restart_steps", "100", "--logging_steps", _every(steps), "--save_steps", "100",
+                  "--codebook_restart_steps", "25", "--logging_steps", _every(steps), "--save_steps", "100",
                   "--save_total_limit", "1", "--seed", str(self.args.seed)])
         _publish(run_dir, self.path("Emu3-VisionTokenizer"),
                  ("config.json", "model.safetensors", "preprocessor_config.json"))
