@@ -36,10 +36,10 @@ class ClippedUpdate:
     and ``optimizer`` (called with ``grads * clip / loss_scale``), then ``after()`` (ZeRO's publish).
 
     Two compiled graphs, the norm then the update: in one graph, the update depending on a reduction over every
-    gradient compiles superlinearly in the parameter count (a vision tokenizer of 285 parameters: minutes instead
-    of seconds). ``squared_norm(grads, loss_scale)``: the sum of squares over every rank's shards (default
-    ``squared_sum``); ``fused``: compile both with operator fusion where available (``emu3.device.FusedJit``: they
-    are long elementwise chains over the weights and gradients).
+    gradient compiles superlinearly in the parameter count (for a vision tokenizer of 285 parameters, several times
+    longer than the two graphs together: README, "Design notes"). ``squared_norm(grads, loss_scale)``: the sum of
+    squares over every rank's shards (default ``squared_sum``); ``fused``: compile both with operator fusion where
+    available (``emu3.device.FusedJit``: they are long elementwise chains over the weights and gradients).
     """
 
     def __init__(self, optimizer, max_grad_norm=0.0, compiled=True, squared_norm=squared_sum, after=None,
@@ -87,9 +87,10 @@ class TrainStep:
     Compiled graphs per step: forward + backward (gradients stay device tensors), then the gradient norm and the
     update (``ClippedUpdate``: unscale, clipping, AdamW), which is elementwise work over every parameter and is
     compiled with operator fusion where it is available (``emu3.device.FusedJit``): unfused, its ~20 passes over
-    the weights are a large share of a small model's step on CPU (README, "Speed"). ``guard_overflow`` (fp16 / loss scaling) checks the gradients for inf/NaN in the first
-    graph; an overflowing step is then skipped on the host, so the update graph has no branch (and AKG, which
-    cannot compile a broadcast Select, fuses it). Without it the update is unconditional, as torch's.
+    the weights are a large share of a small model's step on CPU (README, "Speed"). ``guard_overflow`` (fp16 /
+    loss scaling) checks the gradients for inf/NaN in the first graph; an overflowing step is then skipped on the
+    host, so the update graph has no branch (and AKG, which cannot compile a broadcast Select, fuses it). Without
+    it the update is unconditional, as torch's.
     """
 
     def __init__(self, model, optimizer, max_grad_norm=0.0, compiled=True, guard_overflow=True, plan=None,
