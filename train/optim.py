@@ -70,10 +70,12 @@ class AdamW(nn.Cell):
         step = self.step + 1.0
         ops.assign(self.step, step)
         step_size = lr / (1.0 - ops.pow(self._beta1, step))
-        bias_correction2_sqrt = ops.sqrt(1.0 - ops.pow(self._beta2, step))
+        # torch's denominator sqrt(v) / sqrt(1 - beta2^t) + eps with the scalar inverted once: a division per
+        # element is a kernel of its own on CPU (operator fusion leaves it out), a multiplication is fused.
+        bias_correction2_rsqrt = ops.rsqrt(1.0 - ops.pow(self._beta2, step))
         # One mapped update per parameter: a Python loop would unroll into nested calls whose depth grows with the
         # parameter count (a graph of a few hundred parameters exceeds MindSpore's call-depth limit).
-        update = ops.partial(_adamw, self._beta1, self._beta2, self._eps, lr, step_size, bias_correction2_sqrt,
+        update = ops.partial(_adamw, self._beta1, self._beta2, self._eps, lr, step_size, bias_correction2_rsqrt,
                              grad_scale)
         self.hyper_map(update, self._decay, self._targets, self.exp_avg, self.exp_avg_sq, grads)
         if self.low_params:
@@ -86,12 +88,12 @@ _adamw = ops.MultitypeFuncGraph("adamw")
 
 @_adamw.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                  "Tensor", "Tensor")
-def _adamw_one(beta1, beta2, eps, lr, step_size, bias_correction2_sqrt, grad_scale, decay, weight, m, v, grad):
+def _adamw_one(beta1, beta2, eps, lr, step_size, bias_correction2_rsqrt, grad_scale, decay, weight, m, v, grad):
     g = grad.astype(ms.float32) * grad_scale
     new_m = m * beta1 + g * (1.0 - beta1)
     new_v = v * beta2 + g * g * (1.0 - beta2)
     value = weight * (1.0 - lr * decay)
-    value = value - step_size * new_m / (ops.sqrt(new_v) / bias_correction2_sqrt + eps)
+    value = value - step_size * new_m / (ops.sqrt(new_v) * bias_correction2_rsqrt + eps)
     ops.assign(m, new_m)
     ops.assign(v, new_v)
     ops.assign(weight, value)

@@ -10,6 +10,8 @@ shape) or op by op (``--mode 1``) with the same numbers.
 import mindspore as ms
 from mindspore import Parameter, Tensor, ops
 
+from emu3.parallel.zero import sum_of_squares
+
 from .sequences import IGNORE_INDEX
 
 
@@ -20,13 +22,12 @@ def token_loss_sum(logits, targets):
                              ignore_index=IGNORE_INDEX, reduction="sum")
 
 
-def squared_sum(grads, loss_scale):
-    """Sum of squares of every ``grad / loss_scale``, in fp32. One loop over the tuple it is given: a graph that
-    first builds a new tuple of hundreds of unscaled gradients compiles many times slower."""
+def squared_sum(grads):
+    """Sum of squares of every gradient, in fp32: one loop over the tuple it is given (a graph that first builds a
+    new tuple of hundreds of gradients compiles many times slower)."""
     squares = Tensor(0.0, ms.float32)
     for g in grads:
-        g = g.astype(ms.float32) / loss_scale
-        squares = squares + ops.reduce_sum(g * g)
+        squares = squares + sum_of_squares(g)
     return squares
 
 
@@ -37,9 +38,10 @@ class ClippedUpdate:
 
     Two compiled graphs, the norm then the update: in one graph, the update depending on a reduction over every
     gradient compiles superlinearly in the parameter count (for a vision tokenizer of 285 parameters, several times
-    longer than the two graphs together: README, "Design notes"). ``squared_norm(grads, loss_scale)``: the sum of
-    squares over every rank's shards (default ``squared_sum``); ``fused``: compile both with operator fusion where
-    available (``emu3.device.FusedJit``: they are long elementwise chains over the weights and gradients).
+    longer than the two graphs together: README, "Design notes"). ``squared_norm(grads)``: the sum of squares of the
+    still loss-scaled gradients over every rank's shards (default ``squared_sum``; the norm is unscaled once, not
+    each gradient); ``fused``: compile both with operator fusion where available (``emu3.device.FusedJit``: they
+    are long elementwise chains over the weights and gradients).
     """
 
     def __init__(self, optimizer, max_grad_norm=0.0, compiled=True, squared_norm=squared_sum, after=None,
@@ -58,7 +60,7 @@ class ClippedUpdate:
             self._norm, self._update = jit(self._norm_and_scale), jit(self._apply)
 
     def _norm_and_scale(self, loss_scale, *grads):
-        norm = ops.sqrt(self.squared_norm(grads, loss_scale))
+        norm = ops.sqrt(self.squared_norm(grads)) / loss_scale
         clip = Tensor(1.0, ms.float32)
         if self.max_grad_norm > 0:
             clip = ops.minimum(self.max_grad_norm / (norm + 1e-6), 1.0)

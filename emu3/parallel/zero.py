@@ -29,6 +29,12 @@ from .collectives import SINGLE, AllGather, AllReduce, ReduceScatter, chunk
 STAGES = (0, 1, 2, 3)
 
 
+def sum_of_squares(grad):
+    """The fp32 sum of squares of one gradient (a term of the global gradient norm)."""
+    grad = grad.astype(ms.float32)
+    return ops.reduce_sum(grad * grad)
+
+
 def shard_rows(array, size, rank):
     """Rank ``rank``'s rows of ``array`` split in ``size`` equal parts, zero-padded at the end."""
     per = math.ceil(array.shape[0] / size)
@@ -200,14 +206,12 @@ class ZeroPlan(nn.Cell):
             value = self.all_reduce(value.astype(ms.float32))
         return float(value.asnumpy())
 
-    def squared_norm(self, grads, loss_scale):
-        """Sum of squares of the full gradients (reduced ``grads`` / ``loss_scale``): sharded parts summed over
-        the ranks."""
+    def squared_norm(self, grads):
+        """Sum of squares of the full gradients (the reduced ``grads``): sharded parts summed over the ranks."""
         local = Tensor(0.0, ms.float32)
         replicated = Tensor(0.0, ms.float32)
         for g, sharded in zip(grads, self.sharded):
-            g = g.astype(ms.float32) / loss_scale
-            square = ops.reduce_sum(g * g)
+            square = sum_of_squares(g)
             if sharded:
                 local = local + square
             else:
