@@ -77,23 +77,35 @@ def embedding_lookup(weight, input_ids, padding_idx=None, training=False):
     return embeds
 
 
-def half_swap_index(dim):
-    """Indices that swap the two halves of the last axis: ``x[..., index] = cat(x2, x1)``."""
-    half = dim // 2
-    return Tensor(np.concatenate([np.arange(half, dim), np.arange(half)]).astype(np.int32))
+class HalfSwap(nn.Cell):
+    """Swaps the two halves of the last axis, ``cat(x2, x1)``, as one gather (rotate_half up to the sign that
+    ``Emu3RotaryEmbedding``'s signed sin carries). Its gradient is the same gather, since the swap is its own
+    inverse; MindSpore's generic gather gradient (a transpose and a scatter-add per call) took ~4 % of a training
+    step of the tiny world's LLM."""
+
+    def __init__(self, dim):
+        super().__init__()
+        half = dim // 2
+        self.index = Tensor(np.concatenate([np.arange(half, dim), np.arange(half)]).astype(np.int32))
+
+    def construct(self, x):
+        return ops.gather(x, self.index, x.ndim - 1)
+
+    def bprop(self, x, out, dout):
+        return (ops.gather(dout, self.index, dout.ndim - 1),)
 
 
-def apply_rotary(x, cos, signed_sin, swap_index):
+def apply_rotary(x, cos, signed_sin, half_swap):
     """Non-interleaved RoPE, x * cos + rotate_half(x) * sin with rotate_half(x) = (-x2, x1).
 
     x (B, N, S, D); cos and ``signed_sin`` (B or 1, S, D) fp32 from ``Emu3RotaryEmbedding``, whose sin already
-    carries rotate_half's minus sign on the first half, so rotate_half is one gather (``half_swap_index``)
-    instead of two slices, a negation and a concat: the same products, and on CPU each small op launched costs
-    a noticeable share of a decode step. Applied in x's dtype, as the original does.
+    carries rotate_half's minus sign on the first half, so rotate_half is one gather (``HalfSwap``) instead of two
+    slices, a negation and a concat: the same products, and on CPU each small op launched costs a noticeable share
+    of a decode step. Applied in x's dtype, as the original does.
     """
     cos = cos.expand_dims(1).astype(x.dtype)
     sin = signed_sin.expand_dims(1).astype(x.dtype)
-    return x * cos + ops.gather(x, swap_index, x.ndim - 1) * sin
+    return x * cos + half_swap(x) * sin
 
 
 class Emu3RotaryEmbedding(nn.Cell):
@@ -165,7 +177,7 @@ class Emu3Attention(nn.Cell):
         self.k_proj = linear(h, self.num_kv_heads * self.head_dim, config, dtype, random_init)
         self.v_proj = linear(h, self.num_kv_heads * self.head_dim, config, dtype, random_init)
         self.o_proj = linear(self.num_heads * self.head_dim, h, config, dtype, random_init)
-        self.swap_index = half_swap_index(self.head_dim)
+        self.half_swap = HalfSwap(self.head_dim)
         self.attention = Attention(self.num_heads, self.num_kv_heads, self.head_dim, dropout=config.attention_dropout)
 
     def construct(self, hidden_states, cos, sin, mask, past_key_values=None, cache_position=None):
@@ -173,8 +185,8 @@ class Emu3Attention(nn.Cell):
         q = self.q_proj(hidden_states).reshape(b, s, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
         k = self.k_proj(hidden_states).reshape(b, s, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
         v = self.v_proj(hidden_states).reshape(b, s, self.num_kv_heads, self.head_dim).transpose(0, 2, 1, 3)
-        q = apply_rotary(q, cos, sin, self.swap_index)
-        k = apply_rotary(k, cos, sin, self.swap_index)
+        q = apply_rotary(q, cos, sin, self.half_swap)
+        k = apply_rotary(k, cos, sin, self.half_swap)
         transposed_keys = False
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx, cache_position)
