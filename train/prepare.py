@@ -36,6 +36,9 @@ def parse_args(task, argv=None, default_image_area=None):
         p.add_argument("--batch-size", type=int, default=8, help="images encoded together (default 8)")
         p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
                        help="vision tokenizer dtype (default: bf16 on Ascend, fp32 on CPU)")
+        p.add_argument("--mode", choices=("pynative", "graph"), default="pynative",
+                       help="pynative: encode op by op (default); graph: as compiled graphs, faster per image after "
+                            "one compile per image size (for many images of few sizes)")
     p.add_argument("--data-path", required=True, help="the input JSON list")
     p.add_argument("--output-path", required=True, help="folder of the token shards (created; a rerun resumes)")
     p.add_argument("--samples-per-part", type=int, default=1024, help="samples per MindRecord part (default 1024)")
@@ -196,7 +199,7 @@ def load_image(path, image_area):
 class ImageEncoder:
     """Pixels -> token grids with a vision tokenizer folder, batching equally sized images."""
 
-    def __init__(self, model_path, dtype=None):
+    def __init__(self, model_path, dtype=None, graph=False):
         from emu3.tokenizer import Emu3VisionVQImageProcessor, Emu3VisionVQModel
 
         if not os.path.isdir(model_path):
@@ -206,6 +209,8 @@ class ImageEncoder:
                              "Emu3-VisionTokenizer (config.json, weights, preprocessor_config.json)")
         self.model = Emu3VisionVQModel.from_pretrained(model_path, dtype=dtype)
         self.processor = Emu3VisionVQImageProcessor.from_pretrained(model_path)
+        self.graph = graph
+        self.model.set_graph_mode(graph)
 
     def encode(self, images, batch_size):
         """A list of PIL images -> a list of (h, w) int32 grids, in order."""
@@ -219,7 +224,10 @@ class ImageEncoder:
         for indices in by_shape.values():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
-                codes = self.model.encode(ms.Tensor(np.stack([pixels[i] for i in chunk]))).asnumpy()
+                batch = np.stack([pixels[i] for i in chunk])
+                if self.graph and len(chunk) < batch_size:  # one compiled shape per image size: pad the last batch
+                    batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(chunk), axis=0)])
+                codes = self.model.encode(ms.Tensor(batch)).asnumpy()
                 for i, grid in zip(chunk, codes):
                     grids[i] = grid.astype(np.int32)
         return grids
@@ -247,7 +255,7 @@ def prepare(task, argv=None, default_image_area=None):
         from emu3.device import select_device
 
         select_device()
-        encoder = ImageEncoder(args.model_path, args.dtype)
+        encoder = ImageEncoder(args.model_path, args.dtype, graph=args.mode == "graph")
     start = time.time()
     with tqdm(total=len(todo) and sum(min(args.samples_per_part, len(items) - i * args.samples_per_part)
                                       for i in todo), unit="sample", desc=f"prepare {task}") as bar:

@@ -163,7 +163,7 @@ class World:
                       "--model-path", self.path("Emu3-VisionTokenizer"),
                       "--data-path", self.path("data", f"{task}_train.json"),
                       "--output-path", self.path("prepared", task), "--image-area", str(IMAGE_AREA),
-                      "--batch-size", "32"])
+                      "--batch-size", "32", "--mode", "graph"])  # compiled: all pictures have one size
 
     def _initial_llm(self):
         """A randomly initialised LLM folder sized to the world's tokenizer (the starting point of training)."""

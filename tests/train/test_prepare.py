@@ -79,6 +79,23 @@ def test_rerun_skips_finished_parts_and_completes_a_missing_one(t2i_out, vq_dir,
     assert ShardReader(str(out)).num_samples == 8
 
 
+def test_graph_mode_writes_the_same_records(t2i_out, tmp_path, vq_dir, inputs_dir):
+    """--mode graph encodes with compiled graphs; batches of 2 over parts of 3 samples leave a last batch of 1, padded
+    to the compiled batch size and cut back."""
+    out, _ = t2i_out
+    env = dict(os.environ, GLOG_v="3", EMU3_OPERATOR_FUSION="0")  # the plain compile is enough here, and faster
+    result = subprocess.run([sys.executable, os.path.join(REPO, "train", "prepare_vision_data.py"), "--model-path",
+                             str(vq_dir), "--data-path", str(inputs_dir / "t2i.json"), "--output-path",
+                             str(tmp_path / "graph"), "--image-area", str(32 * 32), "--samples-per-part", "3",
+                             "--batch-size", "2", "--mode", "graph"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    expected = list(ShardReader(str(out)).read_all())
+    records = list(ShardReader(str(tmp_path / "graph")).read_all())
+    assert [r["name"] for r in records] == [r["name"] for r in expected]
+    for record, reference in zip(records, expected):
+        np.testing.assert_array_equal(record["image"], reference["image"])
+
+
 def test_vqa_and_text_records(tmp_path, vq_dir, inputs_dir):
     result = run("prepare_vqa_data.py", "--model-path", vq_dir, "--data-path", inputs_dir / "vqa.json",
                  "--output-path", tmp_path / "vqa", "--image-area", 32 * 32)
