@@ -51,7 +51,7 @@ class Conv2d(nn.Cell):
         else:
             out = self._im2col_conv(x, weight)
         if self.bias is not None:
-            out = out + self.bias.astype(out.dtype).reshape(1, -1, 1, 1)
+            out = ops.bias_add(out, self.bias.astype(out.dtype))
         return out
 
     def _im2col_conv(self, x, weight):
