@@ -254,10 +254,12 @@ def main(argv=None):
     print(f"tiny world in {world.out}: {', '.join(STAGES)}", flush=True)
     for i, name in enumerate(STAGES, 1):
         world.run_stage(i, name, getattr(world, name.replace("-", "_")))
+    from train.world.evaluate import TOP_K
+
     print(f"finished in {time.time() - start:.0f} s. Report: {world.path('report.html')}\n"
           f"  draw:   .venv/bin/python scripts/image_generation.py --model-path {world.path('Emu3-Tiny')} "
           f"--vq-path {world.path('Emu3-VisionTokenizer')} --prompt 'a large red triangle on a black background' "
-          "--positive-prompt '' --negative-prompt ''\n"
+          f"--positive-prompt '' --negative-prompt '' --top-k {TOP_K}\n"
           f"  answer: .venv/bin/python scripts/multimodal_understanding.py --model-path {world.path('Emu3-Tiny')} "
           f"--vq-path {world.path('Emu3-VisionTokenizer')} --image PICTURE.png --prompt 'What shape is it?'",
           flush=True)
