@@ -29,8 +29,6 @@ STAGES = ("data", "vision-tokenizer", "text-tokenizer", "prepare", "llm", "evalu
 VQ_CONFIG = os.path.join(REPO, "configs", "tiny_world", "vision_tokenizer.json")
 LLM_CONFIG = os.path.join(REPO, "configs", "tiny_world", "llm.json")
 IMAGE_AREA = 64 * 64
-# Vision-tokenizer runs this long compile their train step with operator fusion (see World.vision_tokenizer).
-FUSED_VQ_STEPS = 200
 # Settings that shape the results: a rerun with other values must not mix its stages with the old ones.
 SETTINGS = ("train_per_combination", "eval_per_combination", "vq_steps", "llm_steps", "seed")
 
@@ -129,10 +127,6 @@ class World:
 
     def vision_tokenizer(self):
         run_dir, steps = self.path("runs", "vision-tokenizer"), self.args.vq_steps
-        # Operator fusion made a step 1.79 -> 1.49 s for 54 s more of first compile on this 2-core CPU.
-        jit_level = "O1" if steps >= FUSED_VQ_STEPS else "O0"
-        print(f"  {steps} steps: {'with' if jit_level == 'O1' else 'without'} operator fusion (--jit_level "
-              f"{jit_level}; its longer first compile pays off from ~{FUSED_VQ_STEPS} steps)", flush=True)
         self.run([sys.executable, os.path.join(REPO, "train", "train_vision_tokenizer.py"),
                   "--config_name", VQ_CONFIG, "--train_data_path", self.path("data", "t2i_train.json"),
                   "--eval_data_path", self.path("data", "eval.json"), "--output_dir", run_dir, "--image_size", "64",
@@ -140,7 +134,7 @@ class World:
                   "--learning_rate", "3e-3", "--lr_scheduler_type", "cosine",
                   "--warmup_steps", str(min(20, steps // 5)),
                   "--codebook_restart_steps", "25", "--logging_steps", _every(steps), "--save_steps", "100",
-                  "--save_total_limit", "1", "--seed", str(self.args.seed), "--jit_level", jit_level])
+                  "--save_total_limit", "1", "--seed", str(self.args.seed)])
         _publish(run_dir, self.path("Emu3-VisionTokenizer"),
                  ("config.json", "model.safetensors", "preprocessor_config.json"))
 

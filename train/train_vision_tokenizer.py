@@ -72,10 +72,6 @@ def build_parser():
     g.add_argument("--per_device_train_batch_size", type=int, default=8)
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--mode", type=int, choices=(0, 1), default=0, help="0: compiled train step (graph), 1: pynative")
-    g.add_argument("--jit_level", choices=("O0", "O1"), default="O0",
-                   help="graph mode, as mindone's scripts: O1 compiles the forward/backward with operator fusion "
-                        "(on CPU a longer first compile, then faster steps: worth it for a few hundred steps or "
-                        "more), O0 without (default)")
 
     g = p.add_argument_group("checkpoints and logs")
     g.add_argument("--save_steps", type=int, default=500)
@@ -179,7 +175,7 @@ class VisionTokenizerTrainer:
                                a.adam_epsilon)
         self.step_fn = VQTrainStep(VQTrainingLoss(self.model, a.codebook_weight, a.commitment_weight,
                                                   a.reconstruction_loss),
-                                   self.optimizer, a.max_grad_norm, compiled=a.mode == 0, fused=a.jit_level == "O1")
+                                   self.optimizer, a.max_grad_norm, compiled=a.mode == 0)
         self.keeper = CodebookKeeper(self.model.quantize.embedding.weight, a.codebook_restart_steps, a.seed)
         self.lrs = learning_rates(a.learning_rate, a.lr_scheduler_type, a.warmup_steps, self.total_steps,
                                   a.min_learning_rate)
@@ -190,8 +186,7 @@ class VisionTokenizerTrainer:
                  f"{sum(p.size for p in self.model.trainable_params()):,} parameters, {self.config.codebook_size} "
                  f"codes; {len(self.paths)} images at {a.image_size}x{a.image_size}, batch "
                  f"{a.per_device_train_batch_size}, {self.steps_per_epoch} steps per epoch, {self.total_steps} steps, "
-                 f"{'graph' if a.mode == 0 else 'pynative'} mode"
-                 f"{' with operator fusion (--jit_level O1)' if a.mode == 0 and a.jit_level == 'O1' else ''}")
+                 f"{'graph' if a.mode == 0 else 'pynative'} mode")
 
     def _restore(self):
         from train.checkpointing import load_resume_state

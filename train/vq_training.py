@@ -110,19 +110,12 @@ class VQTrainStep:
 
     Compiled as the LLM's TrainStep: forward + backward (returning the codes and latents the CodebookKeeper
     needs), then clipping + AdamW (``ClippedUpdate``). ``compiled=False`` runs both op by op with the same numbers.
-    ``fused``: the forward/backward graph is compiled with operator fusion (``emu3.device.FusedJit``; tiny world
-    on CPU, batch 8 at 64x64: 1.79 -> 1.49 s per step, the same loss, for 54 s more of first compile).
     """
 
-    def __init__(self, loss, optimizer, max_grad_norm=1.0, compiled=True, fused=False):
-        from emu3.device import FusedJit
-
+    def __init__(self, loss, optimizer, max_grad_norm=1.0, compiled=True):
         self.optimizer = optimizer
         self._grad = ms.value_and_grad(loss, None, optimizer.params, has_aux=True)
-        if not compiled:
-            self._forward_backward = self._grads
-        else:
-            self._forward_backward = FusedJit(self._grads) if fused else ms.jit(self._grads)
+        self._forward_backward = ms.jit(self._grads) if compiled else self._grads
         # No operator fusion for the update: fused kernels save little here (the convolutions' matmuls dominate;
         # the update of a small tokenizer is milliseconds) and take longer to compile.
         self._update = ClippedUpdate(optimizer, max_grad_norm, compiled)
