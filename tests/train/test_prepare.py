@@ -19,8 +19,8 @@ from train.shards import ShardReader
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run(script, *args):
-    env = dict(os.environ, GLOG_v="3")
+def run(script, *args, **env_overrides):
+    env = dict(os.environ, GLOG_v="3", **env_overrides)
     return subprocess.run([sys.executable, os.path.join(REPO, "train", script), *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=300)
 
@@ -83,11 +83,10 @@ def test_graph_mode_writes_the_same_records(t2i_out, tmp_path, vq_dir, inputs_di
     """--mode graph encodes with compiled graphs; batches of 2 over parts of 3 samples leave a last batch of 1, padded
     to the compiled batch size and cut back."""
     out, _ = t2i_out
-    env = dict(os.environ, GLOG_v="3", EMU3_OPERATOR_FUSION="0")  # the plain compile is enough here, and faster
-    result = subprocess.run([sys.executable, os.path.join(REPO, "train", "prepare_vision_data.py"), "--model-path",
-                             str(vq_dir), "--data-path", str(inputs_dir / "t2i.json"), "--output-path",
-                             str(tmp_path / "graph"), "--image-area", str(32 * 32), "--samples-per-part", "3",
-                             "--batch-size", "2", "--mode", "graph"], capture_output=True, text=True, env=env, timeout=300)
+    result = run("prepare_vision_data.py", "--model-path", vq_dir, "--data-path", inputs_dir / "t2i.json",
+                 "--output-path", tmp_path / "graph", "--image-area", 32 * 32, "--samples-per-part", 3,
+                 "--batch-size", 2, "--mode", "graph",
+                 EMU3_OPERATOR_FUSION="0")  # the plain compile is enough here, and faster
     assert result.returncode == 0, result.stderr
     expected = list(ShardReader(str(out)).read_all())
     records = list(ShardReader(str(tmp_path / "graph")).read_all())
