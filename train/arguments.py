@@ -50,6 +50,9 @@ def build_parser():
                    help="probability that a caption is replaced by '' (trains the CFG branch; default 0.05)")
     _bool(g, "--apply_loss_on_only_vision", True, "supervise the visual tokens only (text-to-image; default True)")
     _bool(g, "--apply_loss_on_only_text", False, "supervise the response only (VQA / text; default False)")
+    _bool(g, "--group_by_task", False, "every batch holds samples of one task (T2I, VQA or text), so VQA answers "
+          "are not outweighed by T2I's visual tokens in the token-averaged loss (as LLaVA's "
+          "--group_by_modality_length; default False: mixed batches, as the original)")
     g.add_argument("--image_area", type=int, default=None, help="written into the model config (default: config's)")
     g.add_argument("--max_position_embeddings", type=int, default=None,
                    help="sequence budget; samples are padded to it (default: the model config's)")

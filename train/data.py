@@ -6,6 +6,10 @@ rank r of R data-parallel ranks takes every R-th entry of it (padded by wrap-aro
 directly — nothing is skipped by reading. The null-prompt draw of each sample is seeded by (seed, epoch, index),
 so a resumed run sees exactly the captions an uninterrupted one sees.
 
+With ``task_batch_size`` (``--group_by_task``) the permutation is regrouped so that every batch holds one task:
+the loss is a mean over a batch's supervised tokens, and in a mixed batch a VQA sample's answer (a few tokens) is
+outweighed by the visual tokens of the T2I samples beside it (~70 each at 64x64 pixels, thousands at full size).
+
 Samples longer than the budget (``max_length`` = ``--max_position_embeddings``) are never cut inside their image:
 they are dropped before training, counted, and named in the log.
 """
@@ -19,7 +23,7 @@ from .shards import INDEX_COLUMNS, ShardReader
 
 
 class SFTDataset:
-    def __init__(self, paths, builder, max_length, null_prompt_prob=0.0, seed=42, log=print):
+    def __init__(self, paths, builder, max_length, null_prompt_prob=0.0, seed=42, task_batch_size=None, log=print):
         if not 0.0 <= null_prompt_prob <= 1.0:
             raise ValueError(f"--null_prompt_prob must be in [0, 1], got {null_prompt_prob}")
         self.reader = ShardReader(paths)
@@ -27,11 +31,13 @@ class SFTDataset:
         self.max_length = int(max_length)
         self.null_prompt_prob = float(null_prompt_prob)
         self.seed = int(seed)
-        lengths, tasks = [], set()
+        self.task_batch_size = task_batch_size
+        lengths, tasks = [], []
         for record in self.reader.read_all(INDEX_COLUMNS):
             lengths.append(builder.length(record))
-            tasks.add(record["task"])
-        self.tasks = sorted(tasks)
+            tasks.append(record["task"])
+        self.task_of = np.asarray(tasks)
+        self.tasks = sorted(set(tasks))
         for task in self.tasks:  # a supervision/task mismatch is an error now, not at that task's first batch
             builder.check_task(task)
         lengths = np.asarray(lengths)
@@ -52,9 +58,23 @@ class SFTDataset:
     def epoch_order(self, epoch, num_shards=1, shard_id=0):
         """The global sample indices rank ``shard_id`` visits in ``epoch``."""
         order = self.usable[np.random.default_rng([self.seed, epoch]).permutation(len(self.usable))]
+        if self.task_batch_size:
+            order = self._grouped_by_task(order, self.task_batch_size * num_shards, epoch)
         per_rank = math.ceil(len(order) / num_shards)
         order = np.resize(order, per_rank * num_shards)  # wrap around so every rank gets as many samples
         return order[shard_id::num_shards]
+
+    def _grouped_by_task(self, order, group, epoch):
+        """``order`` as runs of ``group`` samples of one task (one batch on every rank: rank r takes every R-th
+        sample), the runs in a random order; each task's remainder (fewer than ``group``) goes to the end."""
+        runs, remainders = [], []
+        for task in self.tasks:
+            mine = order[self.task_of[order] == task]
+            whole = len(mine) - len(mine) % group
+            runs += np.split(mine[:whole], whole // group) if whole else []
+            remainders.append(mine[whole:])
+        shuffle = np.random.default_rng([self.seed, epoch, 1]).permutation(len(runs))
+        return np.concatenate([runs[i] for i in shuffle] + remainders)
 
     def null_prompt(self, epoch, index):
         if self.null_prompt_prob == 0.0:

@@ -76,7 +76,8 @@ class Trainer:
                                                                          args.apply_loss_on_only_text))
         try:
             self.dataset = SFTDataset(args.train_data_path, builder, self.config.max_position_embeddings,
-                                      args.null_prompt_prob, args.seed, log=log)
+                                      args.null_prompt_prob, args.seed,
+                                      args.per_device_train_batch_size if args.group_by_task else None, log=log)
         except (FileNotFoundError, ValueError) as e:
             raise TrainingError(str(e)) from None
         self.samples_per_epoch = len(self.dataset.epoch_order(0, self.dp.size, self.dp.rank))
@@ -220,7 +221,8 @@ class Trainer:
     def train(self):
         a = self.args
         self.log(f"{len(self.dataset)} samples ({', '.join(self.dataset.tasks)}), batch "
-                 f"{a.per_device_train_batch_size} x {a.gradient_accumulation_steps} accumulated, "
+                 f"{a.per_device_train_batch_size} x {a.gradient_accumulation_steps} accumulated"
+                 f"{' (one task per batch)' if a.group_by_task else ''}, "
                  f"{self.updates_per_epoch} steps per epoch, {self.total_steps} steps")
         trim_log(a.output_dir, self.state["global_step"])
         window = _new_window()
