@@ -71,7 +71,7 @@ class SFTDataset:
         for task in self.tasks:
             mine = order[self.task_of[order] == task]
             whole = len(mine) - len(mine) % group
-            runs += np.split(mine[:whole], whole // group) if whole else []
+            runs += list(mine[:whole].reshape(-1, group))
             remainders.append(mine[whole:])
         shuffle = np.random.default_rng([self.seed, epoch, 1]).permutation(len(runs))
         return np.concatenate([runs[i] for i in shuffle] + remainders)

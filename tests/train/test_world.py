@@ -68,8 +68,6 @@ def test_vq_training_loss_reaches_the_encoder_through_the_quantiser():
 
 def test_codebook_upkeep_reaches_a_compiled_train_step():
     """Initialisation and restarts write the codebook in place: the compiled step quantises with the new one."""
-    import mindspore as ms
-
     from emu3.tokenizer import Emu3VisionVQConfig, Emu3VisionVQModel
     from train.optim import AdamW
     from train.vq_training import CodebookKeeper, VQTrainingLoss, VQTrainStep
