@@ -2,6 +2,8 @@
 loaded by the same Emu3Tokenizer."""
 
 import numpy as np
+import pytest
+from PIL import ImageFilter
 
 from emu3.mllm import Emu3Tokenizer
 from emu3.mllm.tokenizer_files import write_tokenizer_folder
@@ -17,6 +19,16 @@ def test_scorer_reads_every_ground_truth_picture():
             record = shapes.sample(rng, *attrs)
             image = shapes.render(*attrs, record["x"], record["y"])
             assert all(checker.score(image, record).values()), (record, checker.describe(image))
+
+
+@pytest.mark.parametrize("radius", [1.5, 2])
+def test_scorer_reads_blurred_pictures(radius):
+    # A decoder's output has soft edges; blurring must not turn squares into circles (a corner test did at 1.5 px).
+    rng = np.random.default_rng(1)
+    for attrs in shapes.attributes():
+        record = shapes.sample(rng, *attrs)
+        image = shapes.render(*attrs, record["x"], record["y"]).filter(ImageFilter.GaussianBlur(radius))
+        assert all(checker.score(image, record).values()), (record, checker.describe(image))
 
 
 def test_scorer_finds_no_shape_on_a_blank_picture():
