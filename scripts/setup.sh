@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+# The environment takes ~4 GB (MindSpore 2.5, torch 0.8); say so up front rather than let pip fail half-way.
+free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+if [ "${free_kb:-0}" -lt $((5 * 1024 * 1024)) ] && [ ! -x .venv/bin/python ]; then
+    echo "warning: $((free_kb / 1024)) MB free on $(df -P . | awk 'NR==2 {print $6}'); .venv needs about 4.5 GB" \
+         "(free some space if pip stops with 'No space left on device')" >&2
+fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
