@@ -28,11 +28,12 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
 
     metrics = json.load(open(out / "metrics.json"))
     generated = metrics["text_to_image"]
-    assert generated["seen"]["count"] == 36 and generated["held_out"]["count"] == 12  # one picture per caption
+    # one picture per seen caption, four per held-out caption
+    assert generated["seen"]["count"] == 36 and generated["held_out"]["count"] == 12 * 4
     assert metrics["vqa"]["held_out"]["count"] == 12 * 4
     assert metrics["vision_tokenizer"]["psnr"] > 0
     page = (out / "report.html").read_text()
-    assert page.count("<img") >= 48 + 2 * 8 and "held out" in page
+    assert page.count("<img") >= 36 + 48 + 2 * 8 and "held out" in page
 
     # The task benchmarks take the tiny world's folders (one graph-mode row each here).
     import sys

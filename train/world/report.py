@@ -72,8 +72,8 @@ def evaluate_and_report(out, timings, seed):
     model, processor = evaluate.load_models(os.path.join(out, "Emu3-Tiny"), os.path.join(out, "Emu3-VisionTokenizer"))
     print(f"  reconstructing {len(records)} evaluation pictures", flush=True)
     recon, pictures, recons = evaluate.evaluate_reconstruction(processor, records)
-    print(f"  drawing {len({r['caption'] for r in records})} captions (CFG 3.0 against the null prompt, "
-          f"top-k {evaluate.TOP_K})", flush=True)
+    print(f"  drawing {len({r['caption'] for r in records})} captions, the held-out ones {evaluate.HELD_OUT_DRAWS} "
+          f"times (CFG 3.0 against the null prompt, top-k {evaluate.TOP_K})", flush=True)
     generation, drawn = evaluate.evaluate_generation(model, processor, records, seed=seed)
     print(f"  answering {len(records) * len(shapes.QUESTIONS)} questions", flush=True)
     vqa, answers = evaluate.evaluate_answers(model, processor, records)
