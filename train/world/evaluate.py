@@ -33,11 +33,11 @@ def _held_out(record):
     return shapes.is_held_out(record["colour"], record["shape"])
 
 
-def _split(items, key_fn, record_of=lambda item: item):
-    """{"seen": [...], "held_out": [...]} of key_fn(item) results, by the item's record's combination."""
+def _split(pairs):
+    """(record, value) pairs -> {"seen": [values], "held_out": [values]} by the record's combination."""
     out = {"seen": [], "held_out": []}
-    for item in items:
-        out["held_out" if _held_out(record_of(item)) else "seen"].append(key_fn(item))
+    for record, value in pairs:
+        out["held_out" if _held_out(record) else "seen"].append(value)
     return out
 
 
@@ -113,7 +113,7 @@ def evaluate_generation(model, processor, records, held_out_draws=HELD_OUT_DRAWS
     missing = {a: False for a in ATTRIBUTES}
     scored = [(c, img, checker.score(img, by_caption[c]) if img is not None else dict(missing))
               for c, img in zip(captions, images)]
-    per = _split([(by_caption[c], s) for c, _, s in scored], lambda pair: pair[1], record_of=lambda pair: pair[0])
+    per = _split((by_caption[c], s) for c, _, s in scored)
     return {split: _attribute_accuracy(scores) for split, scores in per.items()}, scored
 
 
@@ -139,7 +139,7 @@ def answer_questions(model, processor, records, batch_size=32):
 def evaluate_answers(model, processor, records):
     answers = answer_questions(model, processor, records)
     results = {}
-    for split, rows in _split(records, lambda r: r).items():
+    for split, rows in _split((r, r) for r in records).items():
         correct = collections.defaultdict(list)
         for r in rows:
             for key in shapes.QUESTIONS:
