@@ -152,3 +152,25 @@ def test_fp16_overflow_skips_the_step(reference, batch):
     moved = [p.name for p in model.trainable_params() if not np.array_equal(p.asnumpy(), before[p.name])]
     assert len(moved) == len(before)
     assert all(m.dtype == ms.float32 for m in optimizer.master)
+
+
+def test_fused_step_equals_unfused(reference, batch, monkeypatch):
+    """The train step's graphs are compiled with operator fusion (``emu3.device.FusedJit``) where it is available;
+    fused, AKG's exp/log put the loss 5e-6 off and its broadcast Select (the padding rows' zero gradient) dropped
+    random embedding rows' gradients (the gradient norm fell by half), until both were kept out of fused kernels."""
+    from emu3.device import operator_fusion
+
+    if not operator_fusion():
+        pytest.skip("operator fusion is not available here")
+    ids, mask, labels = batch
+    micro = [(ids, mask, next_token_targets(labels))]
+    results = {}
+    for fusion in ("0", "1"):
+        monkeypatch.setenv("EMU3_OPERATOR_FUSION", fusion)  # read when the step's graphs compile (first call)
+        model = _ours(reference[0])
+        step = TrainStep(model, AdamW(model.trainable_params(), weight_decay=WD, betas=BETAS, eps=EPS),
+                         max_grad_norm=MAX_NORM)
+        results[fusion] = [step.step(micro, LR)[:2] for _ in range(2)]  # (loss, gradient norm) of two steps
+    for (loss, norm), (fused_loss, fused_norm) in zip(results["0"], results["1"]):
+        assert fused_loss == pytest.approx(loss, rel=1e-6)
+        assert fused_norm == pytest.approx(norm, rel=1e-5)
