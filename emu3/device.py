@@ -144,6 +144,11 @@ def _graph_kernel_fusion():
 _LOW_PRECISION = (ms.float16, ms.bfloat16)
 
 
+def has_low_precision_parameters(cell) -> bool:
+    """Whether any parameter of ``cell`` is fp16/bf16 (its graphs are then compiled without fusion, see FusedJit)."""
+    return any(p.dtype in _LOW_PRECISION for p in cell.get_parameters())
+
+
 class FusedJit:
     """``mindspore.jit(fn)`` whose graphs compile with operator fusion where ``operator_fusion()`` says so.
 
@@ -166,8 +171,7 @@ class FusedJit:
         self._compiled = set()
         if low_precision is None:
             cell = getattr(fn, "__self__", None)
-            params = cell.get_parameters() if isinstance(cell, ms.nn.Cell) else ()
-            low_precision = any(p.dtype in _LOW_PRECISION for p in params)
+            low_precision = isinstance(cell, ms.nn.Cell) and has_low_precision_parameters(cell)
         self.low_precision = low_precision
 
     def __call__(self, *args):

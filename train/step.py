@@ -99,7 +99,7 @@ class TrainStep:
 
     def __init__(self, model, optimizer, max_grad_norm=0.0, compiled=True, guard_overflow=True, plan=None,
                  forward=None):
-        from emu3.device import FusedJit
+        from emu3.device import FusedJit, has_low_precision_parameters
         from emu3.parallel.zero import ZeroPlan
 
         self.model = forward or model
@@ -108,8 +108,7 @@ class TrainStep:
         self.guard_overflow = bool(guard_overflow)
         self._grad = ms.value_and_grad(self._forward, None, self.plan.weights, has_aux=True)
         self._accumulators = None
-        # fp16/bf16 graphs are compiled without fusion (AKG fails on them, see FusedJit)
-        low_precision = any(p.dtype in (ms.float16, ms.bfloat16) for p in model.get_parameters())
+        low_precision = has_low_precision_parameters(model)  # fp16/bf16 graphs compile without fusion
         wrap = (lambda f: FusedJit(f, low_precision)) if compiled else (lambda f: f)
         self._first = wrap(self._micro_first)
         self._middle = wrap(self._micro_middle)
