@@ -171,8 +171,7 @@ def main(argv=None):
 
     os.makedirs(args.output_dir, exist_ok=True)
     saved = []
-    for i, (prompt, ids) in enumerate(zip(prompts, outputs.asnumpy())):
-        chunks = processor.decode(ids)
+    for i, (prompt, chunks) in enumerate(zip(prompts, processor.batch_decode(outputs.asnumpy()))):
         chunks = chunks if isinstance(chunks, list) else [chunks]
         images = [c for c in chunks if not isinstance(c, str)]
         if not images:

@@ -227,6 +227,42 @@ def test_decode_text_and_image(proc, tok, vq, image_processor):
     assert len(batch) == 2 and batch[1][0] == BOS + "a red cat" and batch[1][1].size == (24, 16)
 
 
+def test_batch_decode_decodes_images_of_one_size_together(proc, tok, vq, monkeypatch):
+    rng = np.random.default_rng(1)
+    grids = [rng.integers(0, 64, shape) for shape in ((2, 3), (2, 3), (1, 2), (2, 3))]
+    rows = [generated_stream(tok, g, prompt=f"p{i}") for i, g in enumerate(grids)]
+    rows.append(tok.encode("only text"))
+    width = max(len(r) for r in rows)
+    pad = tok.encode(EOS)[0]
+    batch = np.array([r + [pad] * (width - len(r)) for r in rows])
+    one_by_one = [proc.decode(np.array(r)) for r in rows]
+
+    calls = []
+    decode = vq.decode
+    monkeypatch.setattr(vq, "decode", lambda codes: calls.append(tuple(codes.shape)) or decode(codes))
+    out = proc.batch_decode(batch, image_batch_size=2)
+    # Three 2x3 grids in batches of at most 2, the 1x2 grid alone: 3 calls instead of 4.
+    assert sorted(calls) == [(1, 1, 2), (1, 2, 3), (2, 2, 3)]
+    for got, want in zip(out[:4], one_by_one[:4]):
+        assert got[0] == want[0] and got[2].startswith(EOS)
+        np.testing.assert_allclose(np.asarray(got[1], np.int32), np.asarray(want[1], np.int32), atol=1)
+    assert out[4].startswith("only text")
+
+
+def test_tokenize_image_encodes_a_repeated_image_once(proc, vq, monkeypatch):
+    a, b = picture(16, 24, seed=5), picture(16, 24, seed=6)
+    expected = proc.tokenize_image([a, b])
+    calls = []
+    encode = vq.encode
+    monkeypatch.setattr(vq, "encode", lambda pixels: calls.append(pixels.shape[0]) or encode(pixels))
+    grids = proc.tokenize_image([a, b, a, a, b])
+    assert calls == [2]
+    for grid, want in zip(grids, [expected[i] for i in (0, 1, 0, 0, 1)]):
+        np.testing.assert_array_equal(grid, want)
+    grids[0][0, 0] += 1  # each grid is its own array
+    np.testing.assert_array_equal(grids[2], expected[0])
+
+
 def test_decode_text_around_images(proc, tok):
     g1, g2 = np.zeros((1, 2), int), np.ones((2, 1), int)
     doc = "before" + BOI + "1*2" + IMG + vtok(0) + vtok(0) + EOL + EOF + EOI + "middle" + BOI + "2*1" + IMG \
