@@ -50,6 +50,10 @@ def build_parser():
                    help="images to evaluate on at the end (default: the first --eval_images training images)")
     g.add_argument("--eval_images", type=int, default=64, help="images evaluated (default 64)")
     g.add_argument("--output_dir", required=True, help="run folder: checkpoint-{step}/, the final model, logs")
+    g.add_argument("--output_init_scale", type=float, default=0.1,
+                   help="from scratch: the decoder's last convolution starts at this fraction of its kaiming "
+                        "initialisation (default 0.1; 1 = the released architecture's init, whose first pictures "
+                        "have pixel values of std ~4 that the first tens of steps only shrink)")
     g.add_argument("--image_size", type=int, default=256,
                    help="training resolution: images are resized and centre-cropped to this square (multiple of 8)")
 
@@ -95,6 +99,8 @@ def parse_args(argv=None):
             p.error(f"--{name} must be positive")
     if args.learning_rate <= 0:
         p.error("--learning_rate must be positive")
+    if args.output_init_scale < 0:
+        p.error(f"--output_init_scale must be >= 0, got {args.output_init_scale}")
     return args
 
 
@@ -170,6 +176,9 @@ class VisionTokenizerTrainer:
         ms.set_seed(a.seed)
         weights = self.resume_path or a.model_name_or_path
         self.model = Emu3VisionVQModel.from_pretrained(weights) if weights else Emu3VisionVQModel(self.config)
+        if not weights and a.output_init_scale != 1:  # a fresh start (before the train step is compiled)
+            conv_out = self.model.decoder.conv_out
+            conv_out.weight.set_data(conv_out.weight.value() * a.output_init_scale)
         self.model.set_train(True)
         self.optimizer = AdamW(self.model.trainable_params(), a.weight_decay, (a.adam_beta1, a.adam_beta2),
                                a.adam_epsilon)

@@ -79,3 +79,30 @@ def test_bad_input_is_named(pictures, tmp_path, capsys):
         _run((str(tmp_path), config), tmp_path / "run", "--max_steps", "1")
     with pytest.raises(SystemExit, match="fewer than one batch"):
         _run(pictures, tmp_path / "run", "--max_steps", "1", "--per_device_train_batch_size", "64")
+
+
+def test_a_fresh_decoder_starts_with_a_scaled_output_layer(pictures, tmp_path):
+    folder, config = pictures
+
+    def trainer(out, *extra):
+        args = train_vision_tokenizer.parse_args(["--train_data_path", folder, "--output_dir", str(tmp_path / out),
+                                                  "--image_size", "32", "--per_device_train_batch_size", "4",
+                                                  *extra])
+        return train_vision_tokenizer.VisionTokenizerTrainer(args, log=lambda *_: None)
+
+    def weights(t):
+        return {name: p.asnumpy() for name, p in t.model.parameters_and_names()}
+
+    scaled, released = weights(trainer("a", "--config_name", config)), \
+        weights(trainer("b", "--config_name", config, "--output_init_scale", "1"))
+    for name in released:  # same seed: only the decoder's last convolution differs, by the factor
+        expected = released[name] * 0.1 if name == "decoder.conv_out.weight" else released[name]
+        np.testing.assert_allclose(scaled[name], expected, rtol=1e-6, err_msg=name)
+
+    # Continuing a trained tokenizer never rescales it.
+    from emu3.tokenizer import Emu3VisionVQConfig, Emu3VisionVQModel
+
+    Emu3VisionVQModel(Emu3VisionVQConfig(**CONFIG)).save_pretrained(str(tmp_path / "trained"))
+    trained = load_file(str(tmp_path / "trained" / "model.safetensors"))
+    continued = weights(trainer("c", "--model_name_or_path", str(tmp_path / "trained")))
+    np.testing.assert_array_equal(continued["decoder.conv_out.weight"], trained["decoder.conv_out.weight"])
