@@ -40,7 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--train-per-combination", type=int, default=30,
                    help="training pictures per (size, colour, shape, background) seen in training (default 30)")
     p.add_argument("--eval-per-combination", type=int, default=2, help="evaluation pictures per combination")
-    p.add_argument("--vq-steps", type=int, default=300, help="vision tokenizer training steps (batch 8)")
+    p.add_argument("--vq-steps", type=int, default=240, help="vision tokenizer training steps (batch 8)")
     p.add_argument("--llm-steps", type=int, default=400, help="LLM training steps (batch 16)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--npus", type=int, choices=(1, 2), default=1,
@@ -139,23 +139,26 @@ class World:
                  ("config.json", "model.safetensors", "preprocessor_config.json"))
 
     def text_tokenizer(self):
+        from emu3.mllm.processing_emu3 import DEFAULT_CHAT_TEMPLATE
         from emu3.mllm.tokenization_emu3 import write_tiktoken_bpe
         from emu3.mllm.tokenizer_files import write_tokenizer_folder
         from emu3.tokenizer import Emu3VisionVQConfig
         from train.bpe import learn_bpe
         from train.world import shapes
 
-        # The world's language: every caption of the grammar, the questions and their answers.
+        # The world's language: every caption of the grammar, the questions and their answers, and the chat prompt
+        # that wraps every question (learned, its 40 tokens of byte pieces become 12: VQA samples 30 tokens shorter).
         texts = [shapes.caption(*a) for a in shapes.attributes()] + list(shapes.QUESTIONS.values())
         texts += [word for a in shapes.attributes() for word in a]
+        texts += [DEFAULT_CHAT_TEMPLATE.format(image_prompt="", text_prompt=q) for q in shapes.QUESTIONS.values()]
         ranks = learn_bpe(texts, 1000)
         os.makedirs(self.path("tokenizer"), exist_ok=True)
         bpe = self.path("tokenizer", "world.tiktoken")
         write_tiktoken_bpe(bpe, ranks)
         codebook = Emu3VisionVQConfig.from_pretrained(self.path("Emu3-VisionTokenizer")).codebook_size
         write_tokenizer_folder(self.path("tokenizer"), bpe, codebook)
-        print(f"  {len(ranks)} BPE ranks learned from the world's captions and questions, then the special and "
-              f"{codebook} visual tokens, in {self.path('tokenizer')}", flush=True)
+        print(f"  {len(ranks)} BPE ranks learned from the world's captions, questions and chat prompt, then the "
+              f"special and {codebook} visual tokens, in {self.path('tokenizer')}", flush=True)
 
     def prepare(self):
         for task, script in (("t2i", "prepare_vision_data.py"), ("vqa", "prepare_vqa_data.py")):
@@ -176,8 +179,7 @@ class World:
         if os.path.isfile(os.path.join(init_dir, "model.safetensors")):
             return init_dir
         tokenizer = Emu3Tokenizer.from_pretrained(self.path("tokenizer"))
-        with open(LLM_CONFIG, encoding="utf-8") as f:
-            fields = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+        fields = _llm_fields()
         ids = {name: getattr(tokenizer, name) for name in SPECIAL_TOKEN_ID_FIELDS}
         config = Emu3Config(vocab_size=len(tokenizer), **fields, **ids)
         ms.set_seed(self.args.seed)
@@ -200,12 +202,13 @@ class World:
         else:
             print("  2 training processes (scripts/t2i_sft_seq_parallel.sh with NPUS=2: data parallelism under "
                   "msrun, 8 samples each)", flush=True)
-        steps = self.args.llm_steps
+        steps, positions = self.args.llm_steps, _llm_fields()["max_position_embeddings"]
         self.run(["bash", os.path.join(REPO, "scripts", "t2i_sft_seq_parallel.sh"),
                   "--train_data_path", self.path("prepared", "t2i"), self.path("prepared", "vqa"),
                   "--apply_loss_on_only_vision", "True", "--apply_loss_on_only_text", "True",
                   "--null_prompt_prob", "0.1", "--fp16", "False", "--gradient_checkpointing", "False",
-                  "--image_area", str(IMAGE_AREA), "--max_position_embeddings", "144", "--max_steps", str(steps),
+                  "--image_area", str(IMAGE_AREA), "--max_position_embeddings", str(positions),
+                  "--max_steps", str(steps),
                   "--per_device_train_batch_size", str(16 // npus), "--learning_rate", "1e-3",
                   "--min_learning_rate", "5e-5",
                   "--warmup_steps", str(min(30, steps // 5)), "--weight_decay", "0.01", "--max_grad_norm", "1.0",
@@ -219,6 +222,12 @@ class World:
         from train.world.report import evaluate_and_report
 
         evaluate_and_report(self.out, self.timings, self.args.seed)
+
+
+def _llm_fields():
+    """The tiny world's LLM config (configs/tiny_world/llm.json) without its comment."""
+    with open(LLM_CONFIG, encoding="utf-8") as f:
+        return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
 
 
 def _every(steps):

@@ -16,6 +16,9 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
     argv = ["--output-dir", str(out), "--train-per-combination", "2", "--eval-per-combination", "1",
             "--vq-steps", "8", "--llm-steps", "8"]
     tiny_world.main(argv)
+    first_run = capfd.readouterr()
+    # Every caption-and-picture and question-and-picture of the world fits the LLM's positions: none dropped.
+    assert "longer than max_position_embeddings" not in first_run.out + first_run.err
 
     vq_log = [json.loads(line) for line in open(out / "runs" / "vision-tokenizer" / "train_log.jsonl")]
     llm_log = [json.loads(line) for line in open(out / "runs" / "llm" / "train_log.jsonl")]
