@@ -116,8 +116,9 @@ class VQTrainStep:
         self.optimizer = optimizer
         self._grad = ms.value_and_grad(loss, None, optimizer.params, has_aux=True)
         self._forward_backward = ms.jit(self._grads) if compiled else self._grads
-        # No operator fusion for the update: fused kernels save little here (the convolutions' matmuls dominate;
-        # the update of a small tokenizer is milliseconds) and take longer to compile.
+        # No operator fusion for the update yet. Measured on the tiny world's tokenizer (285 parameter tensors):
+        # unfused, its ~4,000 small kernels take 0.11-0.17 s of a 1.5 s step; fused 0.07 s, for ~17 s more of first
+        # compile. Worth switching for long trainings; it changes the tiny world's numbers (README figures).
         self._update = ClippedUpdate(optimizer, max_grad_norm, compiled)
 
     def _grads(self, pixels):
