@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from emu3.arrays import batches_by_shape
 from emu3.atomic import atomic_write_json
 
 from .shards import ShardWriter, make_record, part_name
@@ -218,18 +219,13 @@ class ImageEncoder:
 
         pixels = [self.processor(im, return_tensors="np")["pixel_values"][0] for im in images]
         grids = [None] * len(pixels)
-        by_shape = {}
-        for i, p in enumerate(pixels):
-            by_shape.setdefault(p.shape, []).append(i)
-        for indices in by_shape.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start:start + batch_size]
-                batch = np.stack([pixels[i] for i in chunk])
-                if self.graph and len(chunk) < batch_size:  # one compiled shape per image size: pad the last batch
-                    batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(chunk), axis=0)])
-                codes = self.model.encode(ms.Tensor(batch)).asnumpy()
-                for i, grid in zip(chunk, codes):
-                    grids[i] = grid.astype(np.int32)
+        for chunk in batches_by_shape(pixels, batch_size):
+            batch = np.stack([pixels[i] for i in chunk])
+            if self.graph and len(chunk) < batch_size:  # one compiled shape per image size: pad the last batch
+                batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(chunk), axis=0)])
+            codes = self.model.encode(ms.Tensor(batch)).asnumpy()
+            for i, grid in zip(chunk, codes):
+                grids[i] = grid.astype(np.int32)
         return grids
 
 

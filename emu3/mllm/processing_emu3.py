@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..arrays import to_numpy
+from ..arrays import batches_by_shape, to_numpy
 from . import special_tokens as st
 from .tokenization_emu3 import BatchEncoding
 
@@ -479,17 +479,12 @@ class Emu3Processor:
         if not grids:
             return []
         self._require_vision("decoding images")
-        by_shape = {}
-        for i, grid in enumerate(grids):
-            by_shape.setdefault(grid.shape, []).append(i)
         images = [None] * len(grids)
-        for indices in by_shape.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start:start + batch_size]
-                codes = ms.Tensor(np.stack([grids[i] for i in chunk]))
-                pixels = self.vision_tokenizer.decode(codes).astype(ms.float32).asnumpy()
-                for i, image in zip(chunk, self.image_processor.postprocess(pixels)["pixel_values"]):
-                    images[i] = image
+        for chunk in batches_by_shape(grids, batch_size):
+            codes = ms.Tensor(np.stack([grids[i] for i in chunk]))
+            pixels = self.vision_tokenizer.decode(codes).astype(ms.float32).asnumpy()
+            for i, image in zip(chunk, self.image_processor.postprocess(pixels)["pixel_values"]):
+                images[i] = image
         return images
 
 
