@@ -35,8 +35,10 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
     assert generated["seen"]["count"] == 36 and generated["held_out"]["count"] == 12 * 4
     assert metrics["vqa"]["held_out"]["count"] == 12 * 4
     assert metrics["vision_tokenizer"]["psnr"] > 0
+    # The codes probe: trained on the training pictures' tokens, scored on every evaluation picture.
+    assert metrics["codes"]["probe"]["seen"]["count"] == 36 and metrics["codes"]["probe"]["held_out"]["count"] == 12
     page = (out / "report.html").read_text()
-    assert page.count("<img") >= 36 + 48 + 2 * 8 and "held out" in page
+    assert page.count("<img") >= 36 + 48 + 2 * 8 and "held out" in page and "What the tokens tell" in page
 
     # The task benchmarks take the tiny world's folders (one graph-mode row each here).
     import sys

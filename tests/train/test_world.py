@@ -9,7 +9,7 @@ from emu3.mllm import Emu3Tokenizer
 from emu3.mllm.tokenizer_files import write_tokenizer_folder
 from emu3.mllm.tokenization_emu3 import write_tiktoken_bpe
 from train.bpe import learn_bpe
-from train.world import checker, shapes
+from train.world import checker, probe, shapes
 
 
 def test_scorer_reads_every_ground_truth_picture():
@@ -34,6 +34,62 @@ def test_scorer_reads_blurred_pictures(radius):
 def test_scorer_finds_no_shape_on_a_blank_picture():
     blank = np.full((64, 64, 3), 255, np.uint8)
     assert checker.describe(blank) == {"background": "white", "colour": None, "shape": None, "size": None}
+
+
+def test_captions_parse_back_to_their_attributes():
+    for size, colour, shape, background in shapes.attributes():
+        assert shapes.parse_caption(shapes.caption(size, colour, shape, background)) == {
+            "size": size, "colour": colour, "shape": shape, "background": background}
+    for text in ("a large red hexagon on a white background", "a large red circle on a white", "",
+                 "a large red circle in a white background"):
+        assert shapes.parse_caption(text) is None
+
+
+def _token_pictures(records, tokens_of, seed):
+    """8x8 code grids: code 0 everywhere, the record's tokens on random cells (the shape's place varies)."""
+    rng = np.random.default_rng(seed)
+    grids = np.zeros((len(records), 8, 8), np.int64)
+    for grid, record in zip(grids, records):
+        tokens = tokens_of(record)
+        grid.reshape(-1)[rng.choice(64, len(tokens), replace=False)] = tokens
+    return grids
+
+
+def _attribute_tokens(record):
+    return [1 + list(shapes.SIZES).index(record["size"]), 3 + list(shapes.BACKGROUNDS).index(record["background"])]
+
+
+def _factorised(record):
+    """Tokens that carry colour and shape apart."""
+    colour, shape = list(shapes.COLOURS).index(record["colour"]), shapes.SHAPES.index(record["shape"])
+    return _attribute_tokens(record) + [5 + colour] * 2 + [9 + shape] * 3
+
+
+def _entangled(record):
+    """Tokens of (colour, shape) pairs; a held-out pair is coded with its colour's first seen shape, as the tiny
+    world's tokenizer (trained without it) codes a red triangle with the codes of red circles and squares."""
+    shape = record["shape"]
+    if shapes.is_held_out(record["colour"], shape):
+        shape = next(s for s in shapes.SHAPES if not shapes.is_held_out(record["colour"], s))
+    pair = list(shapes.COLOURS).index(record["colour"]) * 3 + shapes.SHAPES.index(shape)
+    return _attribute_tokens(record) + [12 + pair] * 3
+
+
+def test_code_probe_tells_factorised_from_entangled_tokens():
+    train = shapes.build_split(0, 3, held_out=False)
+    evaluation = shapes.build_split(1, 1, held_out=False) + shapes.build_split(2, 2, held_out=True)
+    results = {}
+    for name, tokens_of in (("factorised", _factorised), ("entangled", _entangled)):
+        results[name] = probe.probe(_token_pictures(train, tokens_of, 0), train,
+                                    _token_pictures(evaluation, tokens_of, 1), evaluation, codebook_size=32)
+    for name, result in results.items():  # seen pairs: every attribute readable from either kind of token
+        assert all(result["probe"]["seen"][a] == 1.0 for a in probe.ATTRIBUTES), (name, result)
+    factorised, entangled = results["factorised"]["probe"]["held_out"], results["entangled"]["probe"]["held_out"]
+    assert factorised["shape"] == 1.0 and factorised["colour"] == 1.0, factorised
+    assert entangled["shape"] == 0.0 and entangled["colour"] == 1.0, entangled
+    assert entangled["count"] == 24
+    nearest = results["entangled"]["nearest_training_picture"]["held_out"]
+    assert nearest == {"same_colour": 1.0, "same_shape": 0.0}
 
 
 def test_small_vocabulary_in_the_released_format(tmp_path):

@@ -53,26 +53,29 @@ def _attribute_accuracy(scores):
 
 
 def reconstruct(processor, pictures, batch_size=16):
-    """uint8 reconstructions (N, 64, 64, 3) of uint8 pictures through encode -> decode."""
+    """(code grids (N, 8, 8), uint8 reconstructions (N, 64, 64, 3)) of uint8 pictures through encode -> decode."""
     import mindspore as ms
 
     vq = processor.vision_tokenizer
-    out = []
+    grids, recons = [], []
     for start in range(0, len(pictures), batch_size):
         pixels = np.stack(pictures[start:start + batch_size]).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1
-        out.extend(to_uint8(image) for image in vq.decode(vq.encode(ms.Tensor(pixels))).asnumpy())
-    return out
+        codes = vq.encode(ms.Tensor(pixels))
+        grids.extend(codes.asnumpy().reshape(len(pixels), *codes.shape[-2:]))
+        recons.extend(to_uint8(image) for image in vq.decode(codes).asnumpy())
+    return grids, recons
 
 
 def evaluate_reconstruction(processor, records):
+    """(metrics, pictures, code grids, reconstructions) of the records' pictures."""
     from emu3 import metrics
 
     pictures = [np.asarray(shapes.render_record(r)) for r in records]
-    recons = reconstruct(processor, pictures)
+    grids, recons = reconstruct(processor, pictures)
     scores = [checker.score(img, r) for img, r in zip(recons, records)]
     return {"psnr": float(np.mean([metrics.psnr(p, q) for p, q in zip(pictures, recons)])),
             "ssim": float(np.mean([metrics.ssim(p, q) for p, q in zip(pictures, recons)])),
-            "checker": _attribute_accuracy(scores)}, pictures, recons
+            "checker": _attribute_accuracy(scores)}, pictures, grids, recons
 
 
 # Sampling among the 8 likeliest of the world's 256 codes (the released Emu3 samples among 2048 of 32,768): a small

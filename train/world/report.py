@@ -12,7 +12,7 @@ from emu3.atomic import atomic_write, atomic_write_json
 
 from train.trainer import read_log
 
-from . import dataset, evaluate, shapes
+from . import dataset, evaluate, probe, shapes
 
 SHOWN_RECONSTRUCTIONS = 8
 
@@ -71,7 +71,10 @@ def evaluate_and_report(out, timings, seed):
     records = dataset.load(os.path.join(out, "data", "eval.json"))
     model, processor = evaluate.load_models(os.path.join(out, "Emu3-Tiny"), os.path.join(out, "Emu3-VisionTokenizer"))
     print(f"  reconstructing {len(records)} evaluation pictures", flush=True)
-    recon, pictures, recons = evaluate.evaluate_reconstruction(processor, records)
+    recon, pictures, grids, recons = evaluate.evaluate_reconstruction(processor, records)
+    train_grids, train_records = probe.training_codes(os.path.join(out, "prepared", "t2i"))
+    codes = probe.probe(train_grids, train_records, np.stack(grids), records,
+                        processor.vision_tokenizer.config.codebook_size)
     print(f"  drawing {len({r['caption'] for r in records})} captions, the held-out ones {evaluate.HELD_OUT_DRAWS} "
           f"times (CFG 3.0 against the null prompt, top-k {evaluate.TOP_K})", flush=True)
     generation, drawn = evaluate.evaluate_generation(model, processor, records, seed=seed)
@@ -84,6 +87,7 @@ def evaluate_and_report(out, timings, seed):
         "vision_tokenizer": dict(recon, training_steps=vq_log[-1]["step"] if vq_log else None),
         "text_to_image": generation,
         "vqa": vqa,
+        "codes": codes,
         "llm": {"training_steps": llm_log[-1]["step"] if llm_log else None,
                 "final_loss": llm_log[-1]["loss"] if llm_log else None},
         "stage_seconds": timings,
@@ -119,6 +123,14 @@ below.</p>
 <table><tr><th>caption</th><th>generated</th><th>wrong attributes</th></tr>{gen_rows}</table>
 <h2>Questions</h2>{_accuracy_table(vqa, list(shapes.QUESTIONS) + ['all'])}
 <table>{qa_rows}</table>
+<h2>What the tokens tell, without the LLM</h2>
+<p>A linear probe (softmax regression on the bag of codes of a picture) trained on the codes of the training
+pictures, scored on the evaluation pictures; and, for each evaluation picture, whether the training picture sharing
+the most codes with it has the same colour and the same shape. Probe accuracy that stays high on held-out pairs means
+the codes carry that attribute apart from the others; where it falls, the tokens of a held-out pair resemble other
+pairs' tokens and no model of them learns it from the training pairs.</p>
+{_accuracy_table(codes["probe"], list(probe.ATTRIBUTES))}
+<table><tr><th></th><th>nearest training picture: same colour</th><th>same shape</th></tr>{_nearest_rows(codes)}</table>
 <h2>Time per stage</h2><table>{timing_rows}</table>
 </body></html>
 """
@@ -127,7 +139,15 @@ below.</p>
           f"held-out {_percent(generation.get('held_out', {}).get('all'))}; questions right: seen "
           f"{_percent(vqa.get('seen', {}).get('all'))}, held-out {_percent(vqa.get('held_out', {}).get('all'))}",
           flush=True)
+    print(f"  shape read from the codes alone (linear probe): seen {_percent(codes['probe']['seen']['shape'])}, "
+          f"held-out {_percent(codes['probe'].get('held_out', {}).get('shape'))}", flush=True)
     return metrics
+
+
+def _nearest_rows(codes):
+    return "".join(f"<tr><th>{split.replace('_', '-')}</th><td>{_percent(rates['same_colour'])}</td>"
+                   f"<td>{_percent(rates['same_shape'])}</td></tr>"
+                   for split, rates in codes["nearest_training_picture"].items())
 
 
 def _answer_cell(record, key, answers):

@@ -31,6 +31,18 @@ def caption(size, colour, shape, background):
     return f"a {size} {colour} {shape} on a {background} background"
 
 
+def parse_caption(text):
+    """The attributes {"size", "colour", "shape", "background"} of a caption of the grammar, else None."""
+    words = text.split()
+    if len(words) != 8:
+        return None
+    fields = {"size": words[1], "colour": words[2], "shape": words[3], "background": words[6]}
+    if fields["size"] not in SIZES or fields["colour"] not in COLOURS or fields["shape"] not in SHAPES or \
+            fields["background"] not in BACKGROUNDS or caption(**fields) != text:
+        return None
+    return fields
+
+
 def attributes():
     """Every (size, colour, shape, background) of the world."""
     return list(itertools.product(SIZES, COLOURS, SHAPES, BACKGROUNDS))
