@@ -6,8 +6,10 @@ first, as in the decode benchmark): a random-weight model of ``--config`` (defau
 model: hidden 512, 8 layers, GQA 8/2, vocab 32000), a batch of ``--batch`` x ``--seq-len`` tokens, all supervised,
 AdamW + global-norm clipping. Times are medians of ``--repeat`` steps after two warm-up steps (the first one
 compiles). The same process first times one large fp32 matmul (``--peak-size``³, the fastest of 10 runs after
-3 warm-ups) with the row's own library as the machine's matmul peak; "% of peak" = the step's matmul FLOPs (3x the forward's, 4x with recompute, which re-runs the
-forward) / step time / that peak.
+3 warm-ups) with the row's own library as the machine's matmul peak; "% of peak" = the step's matmul FLOPs (3x the
+forward's, 4x with recompute, which re-runs the forward) / step time / that peak. "matmuls alone" times the step's
+products by themselves, at their shapes, in the row's library (one compiled graph for ours): the share of peak its
+kernels reach at those shapes bounds what the whole step can reach.
 
 ``--npus 2`` compares the process layouts instead (graph mode; one msrun launch per layout, see ``LAYOUTS``):
 one process, 2-process data parallelism, ZeRO-3, SP=2 and SP=2 + ZeRO-3, all on the same global batch
@@ -33,15 +35,27 @@ os.environ.setdefault("GLOG_v", "3")
 SMALL = os.path.join(REPO, "configs", "mllm", "small.json")
 
 
-def forward_matmul_flops(config, batch, seq_len):
-    """Multiply-adds x 2 of the projections, lm_head and the two attention products (causal counted in full)."""
-    h, i, n_kv, d = config["hidden_size"], config["intermediate_size"], config["num_key_value_heads"], None
-    d = h // config["num_attention_heads"]
-    per_layer = h * h * 2 + h * n_kv * d * 2 + 3 * h * i  # q, o; k, v; gate, up, down
-    tokens = batch * seq_len
-    projections = 2 * tokens * (config["num_hidden_layers"] * per_layer + h * config["vocab_size"])
-    attention = 2 * 2 * batch * config["num_hidden_layers"] * seq_len * seq_len * h
-    return projections + attention
+def step_matmul_shapes(config, batch, seq_len, recompute):
+    """The products of one training step as (batch, m, k, n) (batch None: a plain matmul): every projection's
+    forward, input-gradient and weight-gradient GEMMs (the lm_head's too), the attention's two products forward and
+    four backward (causal products counted in full); with recompute the forward's once more. Their FLOPs are
+    those "% of peak" counts: 3x the forward's, 4x with recompute."""
+    h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    heads, layers = config["num_attention_heads"], config["num_hidden_layers"]
+    d = h // heads
+    kv = config["num_key_value_heads"] * d
+    tokens, rows = batch * seq_len, batch * heads
+    projections = [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)] * layers + [(h, v)]  # (in, out)
+    attention = [(rows, seq_len, d, seq_len), (rows, seq_len, seq_len, d)] * layers  # scores, weighted values
+    forward = [(None, tokens, n_in, n_out) for n_in, n_out in projections] + attention
+    backward = [shape for n_in, n_out in projections
+                for shape in ((None, tokens, n_out, n_in), (None, n_out, tokens, n_in))]  # dX = dY W, dW = dY' X
+    backward += [(rows, seq_len, seq_len, d), (rows, seq_len, seq_len, d)] * 2 * layers  # d(scores), d(values)
+    return forward * (2 if recompute else 1) + backward
+
+
+def matmul_flops(shapes):
+    return sum(2 * (b or 1) * m * k * n for b, m, k, n in shapes)
 
 
 def peak_rss_mb():
@@ -185,6 +199,35 @@ def run_ours(args, config):
     return seconds, peak_time
 
 
+def _operands(shapes, seed):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((b, m, k) if b else (m, k), np.float32),
+             rng.standard_normal((b, k, n) if b else (k, n), np.float32)) for b, m, k, n in shapes]
+
+
+def _ours_matmuls_alone(args, config):
+    """Wall time of the step's products alone (``step_matmul_shapes``), one compiled graph of only them, each
+    product on operands of its own: the ceiling the step's matmul kernels set on this machine."""
+    import mindspore as ms
+
+    operands = [ms.Tensor(x) for pair in _operands(step_matmul_shapes(config, args.batch, args.seq_len,
+                                                                      args.recompute), args.seed) for x in pair]
+
+    @ms.jit
+    def products(*xs):
+        return tuple(ms.ops.matmul(a, b) for a, b in zip(xs[0::2], xs[1::2]))
+
+    return median_time(lambda: products(*operands)[-1].asnumpy(), args.repeat)
+
+
+def _torch_matmuls_alone(args, config):
+    import torch
+
+    operands = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in
+                _operands(step_matmul_shapes(config, args.batch, args.seq_len, args.recompute), args.seed)]
+    return median_time(lambda: [torch.matmul(a, b) for a, b in operands], args.repeat)
+
+
 def run_torch(args, config):
     import torch
     from transformers import Emu3ForCausalLM as HFEmu3ForCausalLM
@@ -220,15 +263,18 @@ def row(args):
         config = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
     config.setdefault("attention_dropout", 0.0)
     seconds, peak_time = (run_torch if args.row == "torch" else run_ours)(args, config)
+    peak_mb = peak_rss_mb()  # the step's, before the products alone allocate their operands
+    matmuls_time = (_torch_matmuls_alone if args.row == "torch" else _ours_matmuls_alone)(args, config)
     peak = 2 * args.peak_size ** 3 / peak_time
-    flops = forward_matmul_flops(config, args.batch, args.seq_len) * (4 if args.recompute else 3)
+    flops = matmul_flops(step_matmul_shapes(config, args.batch, args.seq_len, args.recompute))
     tokens = args.batch * args.seq_len
     return {"impl": "PyTorch (HF transformers)" if args.row == "torch" else "MindSpore (ours)",
             "mode": "eager" if args.row == "torch" else args.row, "recompute": "ON" if args.recompute else "OFF",
             "batch": f"{args.batch}x{args.seq_len}", "precision": "fp32", "s/step": round(seconds, 3),
             "tokens/s": round(tokens / seconds, 1), "samples/s": round(args.batch / seconds, 3),
-            "peak MB": round(peak_rss_mb()), "matmul peak GFLOP/s": round(peak / 1e9, 1),
-            "% of peak": round(100 * flops / seconds / peak, 1)}
+            "peak MB": round(peak_mb), "matmul peak GFLOP/s": round(peak / 1e9, 1),
+            "% of peak": round(100 * flops / seconds / peak, 1), "matmuls alone s": round(matmuls_time, 4),
+            "matmuls alone % of peak": round(100 * flops / matmuls_time / peak, 1)}
 
 
 def parse_args(argv=None):

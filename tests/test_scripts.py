@@ -106,8 +106,23 @@ def test_benchmark_train_rows(tiny_llm_config, capsys):
     assert [(r["mode"], r["recompute"]) for r in rows] == [("graph", "ON"), ("eager", "ON")]
     for row in rows:
         assert row["s/step"] > 0 and row["peak MB"] > 0 and 0 < row["% of peak"]
+        assert 0 < row["matmuls alone s"] and 0 < row["matmuls alone % of peak"]
         assert row["tokens/s"] > 0 and row["batch"] == "1x16"
     assert "| impl" in capsys.readouterr().out
+
+
+def test_train_benchmark_counts_three_times_the_forward_flops():
+    import bench_train
+
+    c = dict(TINY_LLM)
+    h, i, d = c["hidden_size"], c["intermediate_size"], c["hidden_size"] // c["num_attention_heads"]
+    batch, seq = 2, 16
+    per_token = 2 * (2 * h * h + 2 * h * c["num_key_value_heads"] * d + 3 * h * i)  # q o, k v, gate up down
+    forward = batch * seq * (c["num_hidden_layers"] * per_token + 2 * h * c["vocab_size"])
+    forward += c["num_hidden_layers"] * 2 * (2 * batch * seq * seq * h)  # scores and weighted values, full square
+    for recompute, times in ((False, 3), (True, 4)):
+        shapes = bench_train.step_matmul_shapes(c, batch, seq, recompute)
+        assert bench_train.matmul_flops(shapes) == times * forward
 
 
 def test_benchmark_decode_rows_and_summary(tiny_llm_config, capsys):
