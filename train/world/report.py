@@ -127,8 +127,8 @@ below.</p>
 <p>A linear probe (softmax regression on the bag of codes of a picture) trained on the codes of the training
 pictures, scored on the evaluation pictures; and, for each evaluation picture, whether the training picture sharing
 the most codes with it has the same colour and the same shape. Probe accuracy that stays high on held-out pairs means
-the codes carry that attribute apart from the others; where it falls, the tokens of a held-out pair resemble other
-pairs' tokens and no model of them learns it from the training pairs.</p>
+the codes carry that attribute apart from the others; where it falls, the tokens of a held-out pair look like other
+pairs' tokens, and what is learned from the training pairs does not carry over to it.</p>
 {_accuracy_table(codes["probe"], list(probe.ATTRIBUTES))}
 <table><tr><th></th><th>nearest training picture: same colour</th><th>same shape</th></tr>{_nearest_rows(codes)}</table>
 <h2>Time per stage</h2><table>{timing_rows}</table>
