@@ -3,7 +3,7 @@ loaded by the same Emu3Tokenizer."""
 
 import numpy as np
 import pytest
-from PIL import ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from emu3.mllm import Emu3Tokenizer
 from emu3.mllm.tokenizer_files import write_tokenizer_folder
@@ -29,6 +29,18 @@ def test_scorer_reads_blurred_pictures(radius):
         record = shapes.sample(rng, *attrs)
         image = shapes.render(*attrs, record["x"], record["y"]).filter(ImageFilter.GaussianBlur(radius))
         assert all(checker.score(image, record).values()), (record, checker.describe(image))
+
+
+def test_scorer_reads_colour_through_a_greyish_halo_and_in_the_dark():
+    # As generated pictures show them: a small red square inside a ring of greyish, low-saturation pixels (more of
+    # them than red ones), and a dark yellow disc on black. A median colour read them yellow and green.
+    halo = Image.new("RGB", (64, 64), shapes.BACKGROUNDS["white"])
+    ImageDraw.Draw(halo).rectangle((21, 21, 34, 34), fill=(185, 190, 160))
+    ImageDraw.Draw(halo).rectangle((24, 24, 31, 31), fill=shapes.COLOURS["red"])
+    dark = Image.new("RGB", (64, 64), shapes.BACKGROUNDS["black"])
+    ImageDraw.Draw(dark).ellipse((20, 20, 39, 39), fill=tuple(int(0.45 * c) for c in shapes.COLOURS["yellow"]))
+    assert checker.describe(halo)["colour"] == "red"
+    assert checker.describe(dark)["colour"] == "yellow"
 
 
 def test_scorer_finds_no_shape_on_a_blank_picture():

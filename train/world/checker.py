@@ -2,7 +2,11 @@
 
 - background: the median colour of the picture's border, nearest of the world's backgrounds;
 - the shape's pixels: those far (RGB distance > 100) from that background colour;
-- colour: their median colour, nearest of the world's colours;
+- colour: a vote of their pixels, each for the world's colour nearest in hue, among the pixels saturated and
+  bright enough to have a hue (HSV saturation >= 0.3, value >= 0.25); the median pixel's nearest world colour
+  (RGB) when fewer than 4 pixels vote. A generated shape's edge mixes its colour with the background and with
+  stray neighbours: the median of a small red square inside a yellowish ring read yellow, of a dark yellow blob on
+  black green; the eye, and the vote, read red and yellow;
 - shape: a triangle is narrow at the top and wide at the bottom (in the mask's bounding box, mean width of the top
   third < 0.6 x the bottom third's); otherwise square or circle, whichever of the box itself and the ellipse
   inscribed in it overlaps the shape's core (intersection over union) better. The core is the pixels nearer the
@@ -22,6 +26,7 @@ from .shapes import BACKGROUNDS, COLOURS
 
 FOREGROUND_DISTANCE = 100.0
 MIN_SHAPE_PIXELS = 12
+MIN_SATURATION, MIN_VALUE, MIN_VOTES = 0.3, 0.25, 4
 
 
 def _nearest(colour, palette):
@@ -42,7 +47,7 @@ def describe(image):
     box = _boxed(mask)
     if mask.sum() < MIN_SHAPE_PIXELS or box is None:
         return found
-    found["colour"] = _nearest(np.median(pixels[mask], axis=0), COLOURS)
+    found["colour"] = _dominant_colour(pixels[mask])
     height, width = box.shape
     found["size"] = "small" if (height + width) / 2 < 30 else "large"
     third = max(1, height // 3)
@@ -55,6 +60,32 @@ def describe(image):
         core_box = _boxed(core)
         found["shape"] = _square_or_circle(box if core_box is None else core_box)
     return found
+
+
+def _hue_saturation_value(rgb):
+    """HSV of (N, 3) RGB values in [0, 255]: hue in degrees [0, 360), saturation and value in [0, 1]."""
+    rgb = np.asarray(rgb, np.float64) / 255.0
+    high, low = rgb.max(axis=-1), rgb.min(axis=-1)
+    spread = np.maximum(high - low, 1e-12)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    hue = np.where(high == r, ((g - b) / spread) % 6, np.where(high == g, (b - r) / spread + 2, (r - g) / spread + 4))
+    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-12), 0.0)
+    return hue * 60.0, saturation, high
+
+
+_COLOUR_HUES = {name: _hue_saturation_value(np.asarray([rgb]))[0][0] for name, rgb in COLOURS.items()}
+
+
+def _dominant_colour(shape_pixels):
+    """The world colour most of the shape's hued pixels are nearest to (see the module's docstring)."""
+    hue, saturation, value = _hue_saturation_value(shape_pixels)
+    voters = hue[(saturation >= MIN_SATURATION) & (value >= MIN_VALUE)]
+    if len(voters) < MIN_VOTES:
+        return _nearest(np.median(shape_pixels, axis=0), COLOURS)
+    names = list(_COLOUR_HUES)
+    gaps = np.abs(voters[None, :] - np.asarray([_COLOUR_HUES[n] for n in names])[:, None])
+    votes = np.bincount(np.minimum(gaps, 360.0 - gaps).argmin(axis=0), minlength=len(names))
+    return names[int(votes.argmax())]
 
 
 def _boxed(mask):
