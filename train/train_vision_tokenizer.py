@@ -64,6 +64,10 @@ def build_parser():
     g.add_argument("--codebook_restart_steps", type=int, default=50,
                    help="every N steps, codes unused since the last check move onto current latents, except in the "
                    "last quarter of training (0 = off)")
+    g.add_argument("--codebook_seeding", choices=("random", "kmeans++"), default="random",
+                   help="which latents the initial and restarted codes are drawn from: random (default) draws them "
+                   "uniformly (on mostly-background pictures, mostly background latents); kmeans++ favours latents "
+                   "far from every code already there")
     _bool(g, "--codebook_init_from_data", None,
           "initialise the codebook from encoder latents of the first batch (default: True from scratch, False "
           "when continuing a trained tokenizer)")
@@ -185,7 +189,8 @@ class VisionTokenizerTrainer:
         self.step_fn = VQTrainStep(VQTrainingLoss(self.model, a.codebook_weight, a.commitment_weight,
                                                   a.reconstruction_loss),
                                    self.optimizer, a.max_grad_norm, compiled=a.mode == 0)
-        self.keeper = CodebookKeeper(self.model.quantize.embedding.weight, a.codebook_restart_steps, a.seed)
+        self.keeper = CodebookKeeper(self.model.quantize.embedding.weight, a.codebook_restart_steps, a.seed,
+                                     a.codebook_seeding)
         self.lrs = learning_rates(a.learning_rate, a.lr_scheduler_type, a.warmup_steps, self.total_steps,
                                   a.min_learning_rate)
         self.state = {"global_step": 0, "epoch": 0, "batches_in_epoch": 0}

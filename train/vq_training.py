@@ -9,7 +9,13 @@ quantise to the nearest codebook entry, and let gradients pass the quantiser wit
 Images are single frames: encoded as a clip of identical frames (the tokenizer's image path) and decoded to frame 0.
 Two codebook practices keep every code in use on a small dataset (they are host-side and cheap): the codebook is
 initialised from encoder latents of the first batch, and codes unused for ``restart_every`` steps are moved onto
-latents of the current batch.
+latents of the current batch. Which latents: ``seeding="random"`` (the default) draws them uniformly;
+"kmeans++" draws each with probability proportional to its squared distance to the nearest code already there, as
+k-means++ seeds its centres. Uniform draws follow the data, and in pictures that are mostly plain background most
+land on near-identical background latents: the tiny world's tokenizer spends 154 distinct codes on its plain
+background cells (6.4 bits per cell that the LLM must learn and that say nothing), 107 with k-means++ seeding. The
+LLM's loss is then lower and its drawings' colour better, but its shapes were not (two seeds each; README, "The
+tiny world"), so the default stays.
 """
 
 import numpy as np
@@ -20,6 +26,7 @@ from mindspore import Tensor, nn, ops
 from .step import ClippedUpdate
 
 RECONSTRUCTION_LOSSES = ("l1", "l2")
+SEEDINGS = ("kmeans++", "random")
 
 
 class VQTrainingLoss(nn.Cell):
@@ -54,11 +61,20 @@ class VQTrainingLoss(nn.Cell):
 class CodebookKeeper:
     """Host-side codebook upkeep: data-dependent initialisation and restart of codes that went unused."""
 
-    def __init__(self, codebook, restart_every=50, seed=0):
+    def __init__(self, codebook, restart_every=50, seed=0, seeding="random"):
+        if seeding not in SEEDINGS:
+            raise ValueError(f"codebook seeding must be one of {SEEDINGS}, got {seeding!r}")
         self.codebook = codebook  # the Parameter (K, C)
         self.restart_every = int(restart_every)
         self.usage = np.zeros(codebook.shape[0], np.int64)
         self.seed = seed
+        self.seeding = seeding
+
+    def _draw(self, rows, count, rng, codes=None):
+        """``count`` latent rows for new codes (``codes``: the codes that stay, which k-means++ draws away from)."""
+        if self.seeding == "random":
+            return rows[rng.choice(len(rows), count, replace=len(rows) < count)]
+        return kmeans_plus_plus(rows, count, rng, codes)
 
     def _write(self, table):
         # In place (Assign): a compiled train step keeps reading the buffer it was built with, so set_data would
@@ -74,7 +90,7 @@ class CodebookKeeper:
         rows = self._latent_rows(latents)
         k = self.codebook.shape[0]
         rng = np.random.default_rng((self.seed, 0))
-        picked = rows[rng.choice(len(rows), k, replace=len(rows) < k)]
+        picked = self._draw(rows, k, rng)
         picked = picked + rng.normal(0, 0.01 * (rows.std() + 1e-6), picked.shape)
         self._write(picked)
 
@@ -91,9 +107,26 @@ class CodebookKeeper:
         rows = self._latent_rows(latents)
         table = self.codebook.asnumpy().copy()
         rng = np.random.default_rng((self.seed, step))  # per step: a resumed run restarts the same codes
-        table[dead] = rows[rng.choice(len(rows), len(dead), replace=len(rows) < len(dead))]
+        table[dead] = self._draw(rows, len(dead), rng, np.delete(table, dead, axis=0))
         self._write(table)
         return len(dead)
+
+
+def kmeans_plus_plus(rows, count, rng, centres=None):
+    """``count`` of ``rows`` (N, C), each drawn with probability proportional to its squared distance to the nearest
+    of ``centres`` and of the rows drawn before it (k-means++ seeding; uniform while every distance is zero)."""
+    rows = np.asarray(rows, np.float64)
+    nearest = np.full(len(rows), np.inf)
+    if centres is not None and len(centres):
+        nearest = ((rows[:, None, :] - np.asarray(centres, np.float64)[None]) ** 2).sum(axis=-1).min(axis=1)
+    picked = []
+    for _ in range(count):
+        finite = np.isfinite(nearest).all() and nearest.sum() > 0
+        weights = nearest / nearest.sum() if finite else np.full(len(rows), 1.0 / len(rows))
+        i = rng.choice(len(rows), p=weights)
+        picked.append(rows[i])
+        nearest = np.minimum(nearest, ((rows - rows[i]) ** 2).sum(axis=-1))
+    return np.asarray(picked)
 
 
 def codebook_usage(codes, codebook_size):

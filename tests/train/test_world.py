@@ -146,6 +146,26 @@ def test_vq_training_loss_reaches_the_encoder_through_the_quantiser():
     assert restarted == round((1 - used) * 16)  # every unused code was moved onto a latent
 
 
+def test_kmeans_plus_plus_seeding_draws_away_from_what_is_covered():
+    from train.vq_training import CodebookKeeper, kmeans_plus_plus
+
+    rng = np.random.default_rng(0)
+    background = np.zeros((900, 8))  # a mostly-background batch: one latent repeated
+    shapes_ = rng.normal(3.0, 1.0, (100, 8))
+    rows = np.concatenate([background, shapes_])
+    picked = kmeans_plus_plus(rows, 50, np.random.default_rng(1))
+    # Once one background latent is drawn, its copies are at distance 0: at most one draw of the 900 (uniform
+    # draws would take ~45 of the 50 there).
+    assert (np.abs(picked).sum(axis=1) == 0).sum() <= 1
+    # With codes already covering the background, none is drawn there.
+    picked = kmeans_plus_plus(rows, 20, np.random.default_rng(2), centres=np.zeros((1, 8)))
+    assert (np.abs(picked).sum(axis=1) > 0).all()
+    # Nothing to tell apart: uniform draws, no division by zero.
+    assert np.isfinite(kmeans_plus_plus(np.ones((5, 8)), 3, np.random.default_rng(3))).all()
+    with pytest.raises(ValueError, match="seeding"):
+        CodebookKeeper(None, seeding="farthest")
+
+
 def test_codebook_upkeep_reaches_a_compiled_train_step():
     """Initialisation and restarts write the codebook in place: the compiled step quantises with the new one."""
     from emu3.tokenizer import Emu3VisionVQConfig, Emu3VisionVQModel
