@@ -118,7 +118,7 @@ def kmeans_plus_plus(rows, count, rng, centres=None):
     rows = np.asarray(rows, np.float64)
     nearest = np.full(len(rows), np.inf)
     if centres is not None and len(centres):
-        nearest = ((rows[:, None, :] - np.asarray(centres, np.float64)[None]) ** 2).sum(axis=-1).min(axis=1)
+        nearest = _nearest_squared_distances(rows, np.asarray(centres, np.float64))
     picked = []
     for _ in range(count):
         finite = np.isfinite(nearest).all() and nearest.sum() > 0
@@ -127,6 +127,18 @@ def kmeans_plus_plus(rows, count, rng, centres=None):
         picked.append(rows[i])
         nearest = np.minimum(nearest, ((rows - rows[i]) ** 2).sum(axis=-1))
     return np.asarray(picked)
+
+
+def _nearest_squared_distances(rows, centres, block=1024):
+    """Squared distance of each row to its nearest centre, ``block`` rows at a time (a released-size codebook of
+    32,768 codes against a batch's latents would otherwise be a multi-GB array)."""
+    centre_norms = (centres ** 2).sum(axis=1)
+    out = np.empty(len(rows))
+    for start in range(0, len(rows), block):
+        part = rows[start:start + block]
+        d2 = (part ** 2).sum(axis=1)[:, None] - 2.0 * part @ centres.T + centre_norms[None]
+        out[start:start + block] = np.maximum(d2.min(axis=1), 0.0)
+    return out
 
 
 def codebook_usage(codes, codebook_size):
