@@ -30,7 +30,7 @@ VQ_CONFIG = os.path.join(REPO, "configs", "tiny_world", "vision_tokenizer.json")
 LLM_CONFIG = os.path.join(REPO, "configs", "tiny_world", "llm.json")
 IMAGE_AREA = 64 * 64
 # Settings that shape the results: a rerun with other values must not mix its stages with the old ones.
-SETTINGS = ("train_per_combination", "eval_per_combination", "vq_steps", "llm_steps", "seed")
+SETTINGS = ("train_per_combination", "eval_per_combination", "vq_steps", "llm_steps", "seed", "vq_codebook_seeding")
 
 
 def parse_args(argv=None):
@@ -43,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--vq-steps", type=int, default=240, help="vision tokenizer training steps (batch 8)")
     p.add_argument("--llm-steps", type=int, default=400, help="LLM training steps (batch 16)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--vq-codebook-seeding", choices=("random", "kmeans++"), default="random",
+                   help="how the vision tokenizer's initial and restarted codes are drawn from latents (its "
+                   "--codebook_seeding; README, 'Tried': kmeans++ draws colour better, not shape)")
     p.add_argument("--npus", type=int, choices=(1, 2), default=1,
                    help="LLM training processes: 2 runs data parallelism over 2 msrun workers (slower on 2 cores)")
     args = p.parse_args(argv)
@@ -70,6 +73,9 @@ class World:
         if os.path.isfile(saved_path):
             with open(saved_path, encoding="utf-8") as f:
                 saved = json.load(f)
+            # A setting added since that world was made was then at its default.
+            defaults = vars(parse_args([]))
+            saved = {k: saved.get(k, defaults[k]) for k in SETTINGS}
             if saved != settings:
                 differ = ", ".join(f"{k} {saved.get(k)} -> {settings[k]}" for k in SETTINGS
                                    if saved.get(k) != settings[k])
@@ -133,7 +139,8 @@ class World:
                   "--per_device_train_batch_size", "8", "--max_steps", str(steps), "--reconstruction_loss", "l2",
                   "--learning_rate", "3e-3", "--lr_scheduler_type", "cosine",
                   "--warmup_steps", str(min(20, steps // 5)),
-                  "--codebook_restart_steps", "25", "--logging_steps", _every(steps), "--save_steps", "100",
+                  "--codebook_restart_steps", "25", "--codebook_seeding", self.args.vq_codebook_seeding,
+                  "--logging_steps", _every(steps), "--save_steps", "100",
                   "--save_total_limit", "1", "--seed", str(self.args.seed)])
         _publish(run_dir, self.path("Emu3-VisionTokenizer"),
                  ("config.json", "model.safetensors", "preprocessor_config.json"))

@@ -64,6 +64,19 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
         tiny_world.main(argv[:-1] + ["9"])
 
 
+def test_a_world_made_before_a_setting_existed_is_taken_at_its_default(tmp_path):
+    marks = tmp_path / ".stages"
+    marks.mkdir()
+    old = {k: v for k, v in vars(tiny_world.parse_args([])).items() if k in tiny_world.SETTINGS}
+    del old["vq_codebook_seeding"]  # settings.json of a world made before the flag
+    (marks / "settings.json").write_text(json.dumps(old))
+    tiny_world.World(tiny_world.parse_args(["--output-dir", str(tmp_path)])).check_settings()
+    other = tiny_world.World(tiny_world.parse_args(["--output-dir", str(tmp_path), "--vq-codebook-seeding",
+                                                    "kmeans++"]))
+    with pytest.raises(SystemExit, match="vq_codebook_seeding random -> kmeans"):
+        other.check_settings()
+
+
 def test_an_interrupted_stage_runs_again_and_counts_its_earlier_time(tmp_path, monkeypatch):
     world = tiny_world.World(tiny_world.parse_args(["--output-dir", str(tmp_path)]))
     world.check_settings()
