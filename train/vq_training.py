@@ -26,7 +26,7 @@ from mindspore import Tensor, nn, ops
 from .step import ClippedUpdate
 
 RECONSTRUCTION_LOSSES = ("l1", "l2")
-SEEDINGS = ("kmeans++", "random")
+SEEDINGS = ("random", "kmeans++")  # the trainers' --codebook_seeding choices
 
 
 class VQTrainingLoss(nn.Cell):

@@ -95,7 +95,7 @@ def test_code_probe_tells_factorised_from_entangled_tokens():
         results[name] = probe.probe(_token_pictures(train, tokens_of, 0), train,
                                     _token_pictures(evaluation, tokens_of, 1), evaluation, codebook_size=32)
     for name, result in results.items():  # seen pairs: every attribute readable from either kind of token
-        assert all(result["probe"]["seen"][a] == 1.0 for a in probe.ATTRIBUTES), (name, result)
+        assert all(result["probe"]["seen"][a] == 1.0 for a in shapes.ATTRIBUTES), (name, result)
     factorised, entangled = results["factorised"]["probe"]["held_out"], results["entangled"]["probe"]["held_out"]
     assert factorised["shape"] == 1.0 and factorised["colour"] == 1.0, factorised
     assert entangled["shape"] == 0.0 and entangled["colour"] == 1.0, entangled

@@ -21,8 +21,9 @@ and on them blurred (a Gaussian of radius up to 2 pixels changes no reading).
 """
 
 import numpy as np
+from matplotlib.colors import rgb_to_hsv
 
-from .shapes import BACKGROUNDS, COLOURS
+from .shapes import ATTRIBUTES, BACKGROUNDS, COLOURS
 
 FOREGROUND_DISTANCE = 100.0
 MIN_SHAPE_PIXELS = 12
@@ -64,13 +65,8 @@ def describe(image):
 
 def _hue_saturation_value(rgb):
     """HSV of (N, 3) RGB values in [0, 255]: hue in degrees [0, 360), saturation and value in [0, 1]."""
-    rgb = np.asarray(rgb, np.float64) / 255.0
-    high, low = rgb.max(axis=-1), rgb.min(axis=-1)
-    spread = np.maximum(high - low, 1e-12)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    hue = np.where(high == r, ((g - b) / spread) % 6, np.where(high == g, (b - r) / spread + 2, (r - g) / spread + 4))
-    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-12), 0.0)
-    return hue * 60.0, saturation, high
+    hsv = rgb_to_hsv(np.asarray(rgb, np.float64) / 255.0)
+    return hsv[..., 0] * 360.0, hsv[..., 1], hsv[..., 2]
 
 
 _COLOUR_HUES = {name: _hue_saturation_value(np.asarray([rgb]))[0][0] for name, rgb in COLOURS.items()}
@@ -110,4 +106,4 @@ def _square_or_circle(box):
 def score(image, record):
     """{attribute: bool} for colour, shape, size and background of ``image`` against ``record``'s."""
     seen = describe(image)
-    return {key: seen[key] == record[key] for key in ("colour", "shape", "size", "background")}
+    return {key: seen[key] == record[key] for key in ATTRIBUTES}

@@ -15,9 +15,6 @@ from train.image_folder import to_uint8
 
 from . import checker, shapes
 
-ATTRIBUTES = ("colour", "shape", "size", "background")
-
-
 def load_models(llm_dir, vq_dir):
     """(LLM, processor) from the released-layout folders the tiny world writes."""
     from emu3.mllm import Emu3ForCausalLM, Emu3Processor, Emu3Tokenizer
@@ -46,7 +43,7 @@ def _attribute_accuracy(scores):
     """scores: list of {attribute: bool} -> {attribute: accuracy, "all": fraction with every attribute right}."""
     if not scores:
         return {}
-    acc = {k: float(np.mean([s[k] for s in scores])) for k in ATTRIBUTES}
+    acc = {k: float(np.mean([s[k] for s in scores])) for k in shapes.ATTRIBUTES}
     acc["all"] = float(np.mean([all(s.values()) for s in scores]))
     acc["count"] = len(scores)
     return acc
@@ -115,7 +112,7 @@ def evaluate_generation(model, processor, records, held_out_draws=HELD_OUT_DRAWS
     by_caption = {r["caption"]: r for r in records}
     captions = [c for c in sorted(by_caption) for _ in range(held_out_draws if _held_out(by_caption[c]) else 1)]
     images = generate_images(model, processor, captions, **kwargs)
-    missing = {a: False for a in ATTRIBUTES}
+    missing = {a: False for a in shapes.ATTRIBUTES}
     scored = [(c, img, checker.score(img, by_caption[c]) if img is not None else dict(missing))
               for c, img in zip(captions, images)]
     per = _split((by_caption[c], s) for c, _, s in scored)

@@ -21,11 +21,6 @@ import numpy as np
 
 from . import shapes
 
-ATTRIBUTES = ("colour", "shape", "size", "background")
-_VALUES = {"colour": list(shapes.COLOURS), "shape": list(shapes.SHAPES), "size": list(shapes.SIZES),
-           "background": list(shapes.BACKGROUNDS)}
-
-
 def bag_of_codes(grids, codebook_size):
     """(N, ...) code grids -> (N, codebook_size) counts of each code."""
     grids = np.asarray(grids).reshape(len(grids), -1)
@@ -63,8 +58,7 @@ def probe(train_grids, train_records, eval_grids, eval_records, codebook_size):
     splits = {"seen": ~held, "held_out": held}
     present = [s for s in splits if splits[s].any()]
     result = {"probe": {s: {} for s in present}, "nearest_training_picture": {s: {} for s in present}}
-    for attribute in ATTRIBUTES:
-        values = _VALUES[attribute]
+    for attribute, values in shapes.ATTRIBUTE_VALUES.items():
         train_y = np.array([values.index(r[attribute]) for r in train_records])
         eval_y = np.array([values.index(r[attribute]) for r in eval_records])
         right = predict_softmax(fit_softmax(train_z, train_y, len(values)), eval_z) == eval_y

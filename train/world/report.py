@@ -94,7 +94,7 @@ def evaluate_and_report(out, timings, seed):
     }
     atomic_write_json(os.path.join(out, "metrics.json"), metrics, indent=2)
 
-    columns = list(evaluate.ATTRIBUTES) + ["all"]
+    columns = list(shapes.ATTRIBUTES) + ["all"]
     gen_rows = "".join(
         f"<tr><td>{html.escape(caption)}{' <b>(held out)</b>' if shapes.is_held_out(*caption.split()[2:4]) else ''}"
         f"</td><td>{_img(image, caption) if image is not None else 'no image'}</td>"
@@ -129,7 +129,7 @@ pictures, scored on the evaluation pictures; and, for each evaluation picture, w
 the most codes with it has the same colour and the same shape. Probe accuracy that stays high on held-out pairs means
 the codes carry that attribute apart from the others; where it falls, the tokens of a held-out pair look like other
 pairs' tokens, and what is learned from the training pairs does not carry over to it.</p>
-{_accuracy_table(codes["probe"], list(probe.ATTRIBUTES))}
+{_accuracy_table(codes["probe"], list(shapes.ATTRIBUTES))}
 <table><tr><th></th><th>nearest training picture: same colour</th><th>same shape</th></tr>{_nearest_rows(codes)}</table>
 <h2>Time per stage</h2><table>{timing_rows}</table>
 </body></html>

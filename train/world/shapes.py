@@ -19,6 +19,10 @@ BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0)}
 HELD_OUT = (("red", "triangle"), ("green", "square"), ("blue", "circle"))
 POSITION_STEP = 4  # shape corners on a 4-pixel lattice: varied, but not sub-token jitter
 
+# What a picture of the world is described by, with every value each can take.
+ATTRIBUTE_VALUES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES), "background": tuple(BACKGROUNDS)}
+ATTRIBUTES = tuple(ATTRIBUTE_VALUES)
+
 QUESTIONS = {
     "colour": "What colour is the shape?",
     "shape": "What shape is it?",
