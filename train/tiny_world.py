@@ -209,26 +209,33 @@ class World:
         else:
             print("  2 training processes (scripts/t2i_sft_seq_parallel.sh with NPUS=2: data parallelism under "
                   "msrun, 8 samples each)", flush=True)
-        steps, positions = self.args.llm_steps, _llm_fields()["max_position_embeddings"]
-        self.run(["bash", os.path.join(REPO, "scripts", "t2i_sft_seq_parallel.sh"),
-                  "--train_data_path", self.path("prepared", "t2i"), self.path("prepared", "vqa"),
-                  "--apply_loss_on_only_vision", "True", "--apply_loss_on_only_text", "True",
-                  "--null_prompt_prob", "0.1", "--fp16", "False", "--gradient_checkpointing", "False",
-                  "--image_area", str(IMAGE_AREA), "--max_position_embeddings", str(positions),
-                  "--max_steps", str(steps),
-                  "--per_device_train_batch_size", str(16 // npus), "--learning_rate", "1e-3",
-                  "--min_learning_rate", "5e-5",
-                  "--warmup_steps", str(min(30, steps // 5)), "--weight_decay", "0.01", "--max_grad_norm", "1.0",
-                  "--adam_beta2", "0.98", "--save_strategy", "steps", "--save_steps", "100", "--save_total_limit", "1",
-                  "--logging_steps", _every(steps), "--seed", str(self.args.seed), "--mode", "0"],
-                 env={"MODEL_PATH": init_dir, "DATA_PATH": self.path("prepared", "t2i"), "OUTPUT_DIR": run_dir,
-                      "NPUS": str(npus), "SP": "1", "ZERO_STAGE": "0", "PYTHON": sys.executable})
+        self.run(*llm_training(init_dir, [self.path("prepared", "t2i"), self.path("prepared", "vqa")], run_dir,
+                               self.args.llm_steps, self.args.seed, npus))
         _publish(run_dir, self.path("Emu3-Tiny"), None)
 
     def evaluate(self):
         from train.world.report import evaluate_and_report
 
         evaluate_and_report(self.out, self.timings, self.args.seed)
+
+
+def llm_training(init_dir, data_paths, run_dir, steps, seed, npus=1):
+    """(command, environment) of the world's LLM recipe: ``scripts/t2i_sft_seq_parallel.sh`` training the model in
+    ``init_dir`` on the shard folders ``data_paths`` (T2I and VQA) into ``run_dir``."""
+    positions = _llm_fields()["max_position_embeddings"]
+    command = ["bash", os.path.join(REPO, "scripts", "t2i_sft_seq_parallel.sh"), "--train_data_path", *data_paths,
+               "--apply_loss_on_only_vision", "True", "--apply_loss_on_only_text", "True",
+               "--null_prompt_prob", "0.1", "--fp16", "False", "--gradient_checkpointing", "False",
+               "--image_area", str(IMAGE_AREA), "--max_position_embeddings", str(positions),
+               "--max_steps", str(steps),
+               "--per_device_train_batch_size", str(16 // npus), "--learning_rate", "1e-3",
+               "--min_learning_rate", "5e-5",
+               "--warmup_steps", str(min(30, steps // 5)), "--weight_decay", "0.01", "--max_grad_norm", "1.0",
+               "--adam_beta2", "0.98", "--save_strategy", "steps", "--save_steps", "100", "--save_total_limit", "1",
+               "--logging_steps", _every(steps), "--seed", str(seed), "--mode", "0"]
+    env = {"MODEL_PATH": init_dir, "DATA_PATH": data_paths[0], "OUTPUT_DIR": run_dir, "NPUS": str(npus), "SP": "1",
+           "ZERO_STAGE": "0", "PYTHON": sys.executable}
+    return command, env
 
 
 def _llm_fields():

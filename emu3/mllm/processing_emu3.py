@@ -408,12 +408,13 @@ class Emu3Processor:
         """The function (batch_id, sequence) -> allowed ids that makes generation follow the image layout (§4.4).
 
         Visual tokens are limited to the vision tokenizer's codebook (all 32,768 for the released one), so a model
-        paired with a smaller tokenizer (a fine-tuned or tiny one) never samples a code its decoder lacks."""
+        paired with a smaller tokenizer (a fine-tuned or tiny one) never samples a code its decoder lacks; without a
+        vision tokenizer, to the text tokenizer's visual tokens (the last ids of its vocabulary)."""
         from .utils_emu3 import Emu3PrefixConstrainedLogitsHelper
 
         tok = self.tokenizer
         codebook = (int(self.vision_tokenizer.config.codebook_size) if self.vision_tokenizer is not None
-                    else st.CODEBOOK_SIZE)
+                    else len(tok) - tok.convert_tokens_to_ids(self._visual_token(0)))
         img, eoi, eos, eol, eof, pad, first, last = tok.encode([
             tok.img_token, tok.eoi_token, tok.eos_token, tok.eol_token, tok.eof_token, tok.pad_token,
             self._visual_token(0), self._visual_token(codebook - 1),

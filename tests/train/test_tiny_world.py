@@ -55,6 +55,17 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
     (vqa,) = bench_tasks("vqa", paths + ["--max-new-tokens", "3"])
     assert 1 <= vqa["steps"] <= 3
 
+    # The same LLM recipe on hand-made codes that keep shape apart from colour (train/world/oracle.py).
+    from train.world import oracle
+
+    capfd.readouterr()
+    scores = oracle.main(["--world", str(out), "--llm-steps", "4"])
+    assert scores["text_to_image"]["held_out"]["count"] == 12 * 4 and scores["vqa"]["seen"]["count"] == 36 * 4
+    assert json.load(open(out / "oracle" / "metrics.json"))["codes"]["llm_steps"] == 4
+    assert "codes shared across colours" in capfd.readouterr().out
+    with pytest.raises(SystemExit, match="other settings"):  # its checkpoints are not resumed by another recipe
+        oracle.main(["--world", str(out), "--llm-steps", "5"])
+
     capfd.readouterr()
     tiny_world.main(argv)  # everything done: every stage is skipped
     printed = capfd.readouterr().out

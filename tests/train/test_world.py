@@ -1,5 +1,5 @@
-"""The tiny world's pieces: the picture scorer on the world's own pictures, and a small BPE vocabulary of its own
-loaded by the same Emu3Tokenizer."""
+"""The tiny world's pieces: the picture scorer on the world's own pictures, the codes probe and the hand-made codes
+that keep shape apart from colour, and a small BPE vocabulary of its own loaded by the same Emu3Tokenizer."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from emu3.mllm import Emu3Tokenizer
 from emu3.mllm.tokenizer_files import write_tokenizer_folder
 from emu3.mllm.tokenization_emu3 import write_tiktoken_bpe
 from train.bpe import learn_bpe
-from train.world import checker, probe, shapes
+from train.world import checker, oracle, probe, shapes
 
 
 def test_scorer_reads_every_ground_truth_picture():
@@ -102,6 +102,57 @@ def test_code_probe_tells_factorised_from_entangled_tokens():
     assert entangled["count"] == 24
     nearest = results["entangled"]["nearest_training_picture"]["held_out"]
     assert nearest == {"same_colour": 1.0, "same_shape": 0.0}
+
+
+def _fitted_codes(*extra):
+    rng = np.random.default_rng(0)
+    pictures = [shapes.render_record(shapes.sample(rng, *a)) for a in shapes.attributes() for _ in range(2)]
+    return oracle.FactorisedCodes.fit(pictures + list(extra), codebook_size=256)
+
+
+def test_factorised_codes_write_an_outline_the_same_in_every_colour():
+    red = shapes.render("large", "red", "triangle", "white", 8, 12)
+    green = shapes.render("large", "green", "triangle", "black", 8, 12)
+    codes = _fitted_codes(red)
+    r, g = codes.encode(red), codes.encode(green)
+    outline = r >= oracle.FIRST_PATTERN
+    assert outline.any() and np.array_equal(r[outline], g[outline])  # shape: the same codes whatever the colour
+    inside = (r >= len(oracle.BACKGROUND_CODES)) & ~outline
+    assert inside.any() and set(r[inside]) == {oracle.COLOUR_CODES["red"]} and \
+        set(g[inside]) == {oracle.COLOUR_CODES["green"]}  # colour: only in fully covered cells
+    assert set(r[~(outline | inside)]) == {oracle.BACKGROUND_CODES["white"]}
+    assert set(g[~(outline | inside)]) == {oracle.BACKGROUND_CODES["black"]}
+    # The codes hold the whole picture: decoded, it is the same pixels.
+    assert np.array_equal(np.asarray(codes.decode(r)), np.asarray(red))
+    assert np.array_equal(np.asarray(codes.decode(g)), np.asarray(green))
+
+
+def test_factorised_codes_decode_any_grid_the_scorer_can_read():
+    codes = _fitted_codes()
+    rng = np.random.default_rng(3)
+    grid = rng.integers(0, 256, (8, 8))  # codes the fit never made count as background
+    assert np.asarray(codes.decode(grid)).shape == (64, 64, 3)
+    record = shapes.sample(rng, "large", "blue", "square", "white")
+    picture = shapes.render_record(record)
+    assert all(checker.score(codes.decode(codes.encode(picture)), record).values())
+
+
+def test_factorised_processor_puts_the_hand_made_codes_in_prompts_and_pictures(tmp_path):
+    ranks = learn_bpe([shapes.caption(*a) for a in shapes.attributes()] + list(shapes.QUESTIONS.values()), 100)
+    write_tiktoken_bpe(tmp_path / "bpe.tiktoken", ranks)
+    tok = Emu3Tokenizer.from_pretrained(write_tokenizer_folder(tmp_path / "tok", tmp_path / "bpe.tiktoken", 256),
+                                        padding_side="left")
+    picture = shapes.render("small", "yellow", "circle", "black", 20, 24)
+    codes = _fitted_codes(picture)
+    processor = oracle.factorised_processor(codes, tok)
+    ids = processor(shapes.QUESTIONS["shape"], picture, mode="U", return_tensors="np")["input_ids"][0].tolist()
+    first = tok.convert_tokens_to_ids("<|visual token 000000|>")
+    assert [i - first for i in ids if i >= first] == codes.encode(picture).reshape(-1).tolist()
+    (drawn,) = processor.decode_grids([codes.encode(picture)])
+    assert np.array_equal(np.asarray(drawn), np.asarray(picture))
+    # Drawing is constrained to the tokenizer's 256 visual tokens (not the released 32,768: no vision tokenizer here).
+    constraint = processor.build_prefix_constrained_fn(np.array([8]), np.array([8]))
+    assert constraint.visual_tokens.reshape(-1).tolist() == list(range(first, len(tok)))
 
 
 def test_small_vocabulary_in_the_released_format(tmp_path):

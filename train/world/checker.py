@@ -30,7 +30,8 @@ MIN_SHAPE_PIXELS = 12
 MIN_SATURATION, MIN_VALUE, MIN_VOTES = 0.3, 0.25, 4
 
 
-def _nearest(colour, palette):
+def nearest_colour(colour, palette):
+    """The name of the palette colour nearest to ``colour`` (RGB)."""
     names = list(palette)
     distances = [np.linalg.norm(np.asarray(palette[n], np.float64) - colour) for n in names]
     return names[int(np.argmin(distances))]
@@ -42,7 +43,7 @@ def describe(image):
     pixels = np.asarray(image, dtype=np.float64)[..., :3]
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     background_colour = np.median(border, axis=0)
-    found = {"background": _nearest(background_colour, BACKGROUNDS), "colour": None, "shape": None, "size": None}
+    found = {"background": nearest_colour(background_colour, BACKGROUNDS), "colour": None, "shape": None, "size": None}
     background = np.asarray(BACKGROUNDS[found["background"]], np.float64)
     mask = np.linalg.norm(pixels - background, axis=-1) > FOREGROUND_DISTANCE
     box = _boxed(mask)
@@ -77,7 +78,7 @@ def _dominant_colour(shape_pixels):
     hue, saturation, value = _hue_saturation_value(shape_pixels)
     voters = hue[(saturation >= MIN_SATURATION) & (value >= MIN_VALUE)]
     if len(voters) < MIN_VOTES:
-        return _nearest(np.median(shape_pixels, axis=0), COLOURS)
+        return nearest_colour(np.median(shape_pixels, axis=0), COLOURS)
     names = list(_COLOUR_HUES)
     gaps = np.abs(voters[None, :] - np.asarray([_COLOUR_HUES[n] for n in names])[:, None])
     votes = np.bincount(np.minimum(gaps, 360.0 - gaps).argmin(axis=0), minlength=len(names))

@@ -1,0 +1,259 @@
+"""The tiny world with hand-made codes that keep shape apart from colour: what the LLM makes of composition when
+its tokens allow it.
+
+The trained vision tokenizer writes a red triangle with codes of red things (``probe.py``), so nothing learned from
+the triangles of other colours can carry over to it. These codes are built by hand instead, one per 8x8 cell as
+the tokenizer's: an empty cell is its background's code, a fully covered cell its colour's code, and a partly
+covered cell the code of its coverage pattern, whatever the colour (the patterns of the training pictures, the
+rest mapped to the nearest by Hamming distance). The same LLM recipe trained on them and scored the same way
+(drawn pictures are rebuilt from the codes exactly, with the colour of the fully covered cells) separates what the
+tokens limit from what the LLM does with tokens that share shape across colours.
+
+    python -m train.world.oracle --world outputs/tiny-world     # after bash scripts/tiny_world.sh
+
+writes ``WORLD/oracle/`` (``prepared/`` shards, ``runs/llm``, ``metrics.json``) and prints both worlds' scores.
+"""
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from . import dataset, shapes
+from .checker import nearest_colour
+
+CELL = 8  # pixels per code, as the tokenizer's spatial factor
+BACKGROUND_CODES = {name: i for i, name in enumerate(shapes.BACKGROUNDS)}
+COLOUR_CODES = {name: len(BACKGROUND_CODES) + i for i, name in enumerate(shapes.COLOURS)}
+FIRST_PATTERN = len(BACKGROUND_CODES) + len(COLOUR_CODES)
+
+
+def _cells(picture):
+    """(background name, per-cell shape masks (h, w, CELL * CELL) bool, pixels as (h, w, CELL * CELL, 3))."""
+    pixels = np.asarray(picture, dtype=np.int64)[..., :3]
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = nearest_colour(np.median(border, axis=0), shapes.BACKGROUNDS)
+    mask = (pixels != np.asarray(shapes.BACKGROUNDS[background])).any(-1)
+    h, w = mask.shape[0] // CELL, mask.shape[1] // CELL
+
+    def split(a):
+        return a.reshape(h, CELL, w, CELL, *a.shape[2:]).swapaxes(1, 2).reshape(h, w, CELL * CELL, *a.shape[2:])
+
+    return background, split(mask), split(pixels)
+
+
+class FactorisedCodes:
+    """Codes of the world's pictures with shape apart from colour: ``fit`` learns the partial-cell patterns,
+    ``encode`` maps a picture to its (h, w) grid, ``decode`` a grid back to a picture."""
+
+    def __init__(self, patterns):
+        self.patterns = np.asarray(patterns, dtype=bool)  # (n, CELL * CELL)
+
+    @property
+    def size(self):
+        return FIRST_PATTERN + len(self.patterns)
+
+    @classmethod
+    def fit(cls, pictures, codebook_size):
+        """The ``codebook_size - FIRST_PATTERN`` most frequent coverage patterns of partly covered cells."""
+        counts = collections.Counter()
+        for picture in pictures:
+            _, masks, _ = _cells(picture)
+            coverage = masks.mean(-1)
+            counts.update(np.packbits(masks[i, j]).tobytes() for i, j in zip(*np.nonzero((coverage > 0)
+                                                                                          & (coverage < 1))))
+        kept = [key for key, _ in counts.most_common(codebook_size - FIRST_PATTERN)]
+        return cls([np.unpackbits(np.frombuffer(key, np.uint8)).astype(bool) for key in kept])
+
+    def encode(self, picture):
+        background, masks, pixels = _cells(picture)
+        coverage = masks.mean(-1)
+        grid = np.full(coverage.shape, BACKGROUND_CODES[background], np.int32)
+        for i, j in zip(*np.nonzero(coverage == 1)):
+            grid[i, j] = COLOUR_CODES[nearest_colour(pixels[i, j].mean(0), shapes.COLOURS)]
+        for i, j in zip(*np.nonzero((coverage > 0) & (coverage < 1))):
+            grid[i, j] = FIRST_PATTERN + int((self.patterns != masks[i, j]).sum(-1).argmin())
+        return grid
+
+    def decode(self, grid):
+        """The picture of a grid: pattern cells take the grid's most frequent colour and background (grey when the
+        grid has none); codes outside the fitted ones count as background."""
+        grid = np.asarray(grid)
+        colours = {code: np.asarray(shapes.COLOURS[n]) for n, code in COLOUR_CODES.items()}
+        backgrounds = {code: np.asarray(shapes.BACKGROUNDS[n]) for n, code in BACKGROUND_CODES.items()}
+        grey = np.full(3, 128)
+
+        def majority(table):
+            found = collections.Counter(int(c) for c in grid.reshape(-1) if int(c) in table)
+            return table[found.most_common(1)[0][0]] if found else grey
+
+        colour, background = majority(colours), majority(backgrounds)
+        h, w = grid.shape
+        out = np.empty((h, w, CELL * CELL, 3), np.uint8)
+        for (i, j), code in np.ndenumerate(grid):
+            code = int(code)
+            if code in colours:
+                out[i, j] = colours[code]
+            elif FIRST_PATTERN <= code < self.size:
+                out[i, j] = np.where(self.patterns[code - FIRST_PATTERN][:, None], colour, background)
+            else:
+                out[i, j] = backgrounds.get(code, background)
+        out = out.reshape(h, w, CELL, CELL, 3).swapaxes(1, 2).reshape(h * CELL, w * CELL, 3)
+        return Image.fromarray(out)
+
+
+def factorised_processor(codes, tokenizer, model_config=None):
+    """An ``Emu3Processor`` that tokenises and draws pictures with ``codes`` instead of a vision tokenizer, so the
+    world's evaluation (``evaluate.py``) runs on it unchanged."""
+    from emu3.mllm import Emu3Processor
+
+    class FactorisedProcessor(Emu3Processor):
+        def tokenize_image(self, images, padding_image=False):
+            return [codes.encode(image.convert("RGB")) for image in self._as_image_list(images)]
+
+        def decode_grids(self, grids, batch_size=16):
+            return [codes.decode(grid) for grid in grids]
+
+    return FactorisedProcessor(tokenizer=tokenizer, model_config=model_config)
+
+
+# ---- the experiment ------------------------------------------------------------------------------------------------
+def prepare(codes, data_dir, out_dir):
+    """The world's training lists (``t2i_train.json``, ``vqa_train.json``) as token shards of these codes."""
+    from train.shards import ShardWriter, make_record, part_name
+
+    def load(name):
+        with open(os.path.join(data_dir, name), encoding="utf-8") as f:
+            return json.load(f)
+
+    grids = {}
+
+    def grid(item):
+        if item["image"] not in grids:
+            grids[item["image"]] = codes.encode(Image.open(os.path.join(data_dir, item["image"])).convert("RGB"))
+        return grids[item["image"]]
+
+    tasks = {"t2i": [make_record(i["name"], "t2i", i["text"], "", grid(i)) for i in load("t2i_train.json")],
+             "vqa": [make_record(i["id"], "vqa", i["conversations"][0]["value"].replace("<image>\n", ""),
+                                 i["conversations"][1]["value"], grid(i)) for i in load("vqa_train.json")]}
+    paths = {}
+    for task, records in tasks.items():
+        paths[task] = os.path.join(out_dir, task)
+        writer = ShardWriter(paths[task])
+        writer.write(0, records)
+        writer.finish({"task": task, "num_samples": len(records), "parts": [part_name(0)],
+                       "source": os.path.abspath(os.path.join(data_dir, f"{task}_train.json")),
+                       "image_area": shapes.IMAGE_SIZE ** 2})
+    return paths
+
+
+def score(run_dir, codes, records, seed):
+    """The world's evaluation (drawn pictures and answers) of the LLM in ``run_dir``, through ``codes``."""
+    from emu3.mllm import Emu3ForCausalLM, Emu3Tokenizer
+
+    from . import evaluate as world_evaluation
+
+    model = Emu3ForCausalLM.from_pretrained(run_dir)
+    processor = factorised_processor(codes, Emu3Tokenizer.from_pretrained(run_dir, padding_side="left"),
+                                     model.config)
+    generation, _ = world_evaluation.evaluate_generation(model, processor, records, seed=seed)
+    vqa, _ = world_evaluation.evaluate_answers(model, processor, records)
+    return {"text_to_image": generation, "vqa": vqa}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Train and score the tiny world's LLM on codes that keep shape apart "
+                                            "from colour (the world's data, tokenizer, initial LLM and recipe).")
+    p.add_argument("--world", required=True, help="a finished tiny world (the --output-dir of scripts/tiny_world.sh)")
+    p.add_argument("--output-dir", help="default: WORLD/oracle")
+    p.add_argument("--llm-steps", type=int, help="default: the world's")
+    p.add_argument("--seed", type=int, help="default: the world's")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    from emu3.atomic import atomic_write_json
+    from emu3.tokenizer import Emu3VisionVQConfig
+    from train import tiny_world
+    from train.trainer import read_log
+
+    args = parse_args(argv)
+    world = os.path.abspath(args.world)
+    settings_path = os.path.join(world, ".stages", "settings.json")
+    init_dir = os.path.join(world, "runs", "llm-init")
+    if not os.path.isfile(settings_path) or not os.path.isfile(os.path.join(init_dir, "model.safetensors")):
+        raise SystemExit(f"error: {world} is not a tiny world that reached its LLM stage; run "
+                         "bash scripts/tiny_world.sh (OUTPUT_DIR=...) first")
+    with open(settings_path, encoding="utf-8") as f:
+        settings = json.load(f)
+    steps = args.llm_steps or settings["llm_steps"]
+    seed = settings["seed"] if args.seed is None else args.seed
+    out = os.path.abspath(args.output_dir or os.path.join(world, "oracle"))
+    data_dir = os.path.join(world, "data")
+    # A training of other steps or seed must not resume this one's checkpoints.
+    mine, saved_path = {"world": world, "llm_steps": steps, "seed": seed}, os.path.join(out, "settings.json")
+    if os.path.isfile(saved_path):
+        with open(saved_path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved != mine:
+            raise SystemExit(f"error: {out} holds a run with other settings ({saved}); pass another --output-dir")
+    else:
+        os.makedirs(out, exist_ok=True)
+        atomic_write_json(saved_path, mine, indent=2)
+
+    codebook = Emu3VisionVQConfig.from_pretrained(os.path.join(world, "Emu3-VisionTokenizer")).codebook_size
+    with open(os.path.join(data_dir, "t2i_train.json"), encoding="utf-8") as f:
+        pictures = [Image.open(os.path.join(data_dir, i["image"])).convert("RGB") for i in json.load(f)]
+    codes = FactorisedCodes.fit(pictures, codebook)
+    paths = prepare(codes, data_dir, os.path.join(out, "prepared"))
+    print(f"{len(codes.patterns)} coverage patterns + {FIRST_PATTERN} background/colour codes for "
+          f"{len(pictures)} training pictures, as token shards in {os.path.join(out, 'prepared')}", flush=True)
+
+    run_dir = os.path.join(out, "runs", "llm")
+    log = read_log(run_dir) if os.path.isfile(os.path.join(run_dir, "model.safetensors")) else []
+    if log and log[-1]["step"] == steps:
+        print(f"the LLM in {run_dir} finished its {steps} steps earlier: not trained again", flush=True)
+    else:  # a first run, or an interrupted one: the trainer resumes from its newest checkpoint
+        command, env = tiny_world.llm_training(init_dir, [paths["t2i"], paths["vqa"]], run_dir, steps, seed)
+        print("  $ " + " ".join(command), flush=True)
+        if subprocess.run(command, env=dict(os.environ, **env)).returncode:
+            raise SystemExit("error: the LLM's training failed (see above)")
+
+    metrics = score(run_dir, codes, dataset.load(os.path.join(data_dir, "eval.json")), seed)
+    metrics["codes"] = {"patterns": len(codes.patterns), "llm_steps": steps, "seed": seed}
+    atomic_write_json(os.path.join(out, "metrics.json"), metrics, indent=2)
+    print(summary(metrics, _read_metrics(world)), flush=True)
+    return metrics
+
+
+def _read_metrics(world):
+    path = os.path.join(world, "metrics.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def summary(oracle, world=None):
+    """Both worlds' scores, held-out pairs then seen ones."""
+    def cells(m, split):
+        drawn, vqa = m["text_to_image"].get(split), m["vqa"].get(split)
+        if drawn is None or vqa is None:
+            return "-"
+        return ("/".join(f"{100 * drawn[k]:.0f}" for k in ("colour", "shape", "size", "all"))
+                + f" %, VQA {100 * vqa['all']:.0f} % (shape {100 * vqa['shape']:.0f} %)")
+
+    rows = [("codes shared across colours", oracle)] + ([("the world's vision tokenizer", world)] if world else [])
+    lines = ["drawn colour/shape/size/all right, and questions answered right:"]
+    for name, m in rows:
+        lines.append(f"  {name:29s} held-out {cells(m, 'held_out')}; seen {cells(m, 'seen')}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
