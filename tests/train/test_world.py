@@ -107,10 +107,10 @@ def test_code_probe_tells_factorised_from_entangled_tokens():
 def _fitted_codes(*extra):
     rng = np.random.default_rng(0)
     pictures = [shapes.render_record(shapes.sample(rng, *a)) for a in shapes.attributes() for _ in range(2)]
-    return oracle.FactorisedCodes.fit(pictures + list(extra), codebook_size=256)
+    return oracle.HandMadeCodes.fit(pictures + list(extra), codebook_size=256)
 
 
-def test_factorised_codes_write_an_outline_the_same_in_every_colour():
+def test_hand_made_codes_write_an_outline_the_same_in_every_colour():
     red = shapes.render("large", "red", "triangle", "white", 8, 12)
     green = shapes.render("large", "green", "triangle", "black", 8, 12)
     codes = _fitted_codes(red)
@@ -127,7 +127,22 @@ def test_factorised_codes_write_an_outline_the_same_in_every_colour():
     assert np.array_equal(np.asarray(codes.decode(g)), np.asarray(green))
 
 
-def test_factorised_codes_decode_any_grid_the_scorer_can_read():
+def test_hand_made_codes_with_colour_in_outlines_tie_the_outline_to_its_colour():
+    red = shapes.render("large", "red", "triangle", "white", 8, 12)
+    green = shapes.render("large", "green", "triangle", "white", 8, 12)
+    rng = np.random.default_rng(0)
+    pictures = [shapes.render_record(shapes.sample(rng, *a)) for a in shapes.attributes() for _ in range(2)]
+    codes = oracle.HandMadeCodes.fit(pictures + [red], codebook_size=256, outline_colour=True)
+    assert len(codes.patterns) == (256 - oracle.FIRST_PATTERN) // 4 and codes.size <= 256
+    r, g = codes.encode(red), codes.encode(green)
+    outline = r >= oracle.FIRST_PATTERN
+    assert outline.any() and not (set(r[outline]) & set(g[outline]))  # the same outline, other codes
+    assert np.array_equal(np.asarray(codes.decode(r)), np.asarray(red))
+    with pytest.raises(ValueError, match="hold 1 to 62 patterns"):
+        oracle.HandMadeCodes.fit(pictures, codebook_size=256, outline_colour=True, patterns=63)
+
+
+def test_hand_made_codes_decode_any_grid_the_scorer_can_read():
     codes = _fitted_codes()
     rng = np.random.default_rng(3)
     grid = rng.integers(0, 256, (8, 8))  # codes the fit never made count as background
@@ -137,14 +152,14 @@ def test_factorised_codes_decode_any_grid_the_scorer_can_read():
     assert all(checker.score(codes.decode(codes.encode(picture)), record).values())
 
 
-def test_factorised_processor_puts_the_hand_made_codes_in_prompts_and_pictures(tmp_path):
+def test_hand_made_processor_puts_its_codes_in_prompts_and_pictures(tmp_path):
     ranks = learn_bpe([shapes.caption(*a) for a in shapes.attributes()] + list(shapes.QUESTIONS.values()), 100)
     write_tiktoken_bpe(tmp_path / "bpe.tiktoken", ranks)
     tok = Emu3Tokenizer.from_pretrained(write_tokenizer_folder(tmp_path / "tok", tmp_path / "bpe.tiktoken", 256),
                                         padding_side="left")
     picture = shapes.render("small", "yellow", "circle", "black", 20, 24)
     codes = _fitted_codes(picture)
-    processor = oracle.factorised_processor(codes, tok)
+    processor = oracle.hand_made_processor(codes, tok)
     ids = processor(shapes.QUESTIONS["shape"], picture, mode="U", return_tensors="np")["input_ids"][0].tolist()
     first = tok.convert_tokens_to_ids("<|visual token 000000|>")
     assert [i - first for i in ids if i >= first] == codes.encode(picture).reshape(-1).tolist()

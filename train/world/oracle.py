@@ -7,7 +7,8 @@ the tokenizer's: an empty cell is its background's code, a fully covered cell it
 covered cell the code of its coverage pattern, whatever the colour (the patterns of the training pictures, the
 rest mapped to the nearest by Hamming distance). The same LLM recipe trained on them and scored the same way
 (drawn pictures are rebuilt from the codes exactly, with the colour of the fully covered cells) separates what the
-tokens limit from what the LLM does with tokens that share shape across colours.
+tokens limit from what the LLM does with tokens that share shape across colours. ``--outline-colour`` is the
+control: the same codes, but a partly covered cell's code carries its colour too, as the tokenizer's codes do.
 
     python -m train.world.oracle --world outputs/tiny-world     # after bash scripts/tiny_world.sh
 
@@ -29,7 +30,8 @@ from .checker import nearest_colour
 
 CELL = 8  # pixels per code, as the tokenizer's spatial factor
 BACKGROUND_CODES = {name: i for i, name in enumerate(shapes.BACKGROUNDS)}
-COLOUR_CODES = {name: len(BACKGROUND_CODES) + i for i, name in enumerate(shapes.COLOURS)}
+COLOUR_NAMES = tuple(shapes.COLOURS)
+COLOUR_CODES = {name: len(BACKGROUND_CODES) + i for i, name in enumerate(COLOUR_NAMES)}
 FIRST_PATTERN = len(BACKGROUND_CODES) + len(COLOUR_CODES)
 
 
@@ -47,42 +49,57 @@ def _cells(picture):
     return background, split(mask), split(pixels)
 
 
-class FactorisedCodes:
-    """Codes of the world's pictures with shape apart from colour: ``fit`` learns the partial-cell patterns,
-    ``encode`` maps a picture to its (h, w) grid, ``decode`` a grid back to a picture."""
+class HandMadeCodes:
+    """Codes of the world's pictures, one per cell: ``fit`` learns the coverage patterns of partly covered cells,
+    ``encode`` maps a picture to its (h, w) grid, ``decode`` a grid back to a picture.
 
-    def __init__(self, patterns):
+    With ``outline_colour`` a partly covered cell's code is its pattern *and* its colour, as the vision tokenizer's
+    codes are, while backgrounds and fully covered cells keep one code each: the control that tells shape shared
+    across colours from merely cleaner codes."""
+
+    def __init__(self, patterns, outline_colour=False):
         self.patterns = np.asarray(patterns, dtype=bool)  # (n, CELL * CELL)
+        self.outline_colour = bool(outline_colour)
+        self.per_pattern = len(COLOUR_CODES) if self.outline_colour else 1
 
     @property
     def size(self):
-        return FIRST_PATTERN + len(self.patterns)
+        return FIRST_PATTERN + len(self.patterns) * self.per_pattern
 
     @classmethod
-    def fit(cls, pictures, codebook_size):
-        """The ``codebook_size - FIRST_PATTERN`` most frequent coverage patterns of partly covered cells."""
+    def fit(cls, pictures, codebook_size, outline_colour=False, patterns=None):
+        """The most frequent coverage patterns of partly covered cells: ``patterns`` of them, or as many as
+        ``codebook_size`` codes hold."""
+        room = (codebook_size - FIRST_PATTERN) // (len(COLOUR_CODES) if outline_colour else 1)
+        if patterns is not None and not 1 <= patterns <= room:
+            raise ValueError(f"{codebook_size} codes hold 1 to {room} patterns here, not {patterns}")
         counts = collections.Counter()
         for picture in pictures:
             _, masks, _ = _cells(picture)
             coverage = masks.mean(-1)
             counts.update(np.packbits(masks[i, j]).tobytes() for i, j in zip(*np.nonzero((coverage > 0)
                                                                                           & (coverage < 1))))
-        kept = [key for key, _ in counts.most_common(codebook_size - FIRST_PATTERN)]
-        return cls([np.unpackbits(np.frombuffer(key, np.uint8)).astype(bool) for key in kept])
+        kept = [key for key, _ in counts.most_common(patterns or room)]
+        return cls([np.unpackbits(np.frombuffer(key, np.uint8)).astype(bool) for key in kept], outline_colour)
 
     def encode(self, picture):
         background, masks, pixels = _cells(picture)
         coverage = masks.mean(-1)
         grid = np.full(coverage.shape, BACKGROUND_CODES[background], np.int32)
-        for i, j in zip(*np.nonzero(coverage == 1)):
-            grid[i, j] = COLOUR_CODES[nearest_colour(pixels[i, j].mean(0), shapes.COLOURS)]
-        for i, j in zip(*np.nonzero((coverage > 0) & (coverage < 1))):
-            grid[i, j] = FIRST_PATTERN + int((self.patterns != masks[i, j]).sum(-1).argmin())
+        for i, j in zip(*np.nonzero(coverage > 0)):
+            name = nearest_colour(pixels[i, j][masks[i, j]].mean(0), shapes.COLOURS)
+            if coverage[i, j] == 1:
+                grid[i, j] = COLOUR_CODES[name]
+            else:
+                pattern = int((self.patterns != masks[i, j]).sum(-1).argmin())
+                own = COLOUR_NAMES.index(name) if self.outline_colour else 0
+                grid[i, j] = FIRST_PATTERN + pattern * self.per_pattern + own
         return grid
 
     def decode(self, grid):
-        """The picture of a grid: pattern cells take the grid's most frequent colour and background (grey when the
-        grid has none); codes outside the fitted ones count as background."""
+        """The picture of a grid: pattern cells take their own colour (``outline_colour``) or the grid's most
+        frequent colour, and the grid's most frequent background (grey when the grid has none); codes outside the
+        fitted ones count as background."""
         grid = np.asarray(grid)
         colours = {code: np.asarray(shapes.COLOURS[n]) for n, code in COLOUR_CODES.items()}
         backgrounds = {code: np.asarray(shapes.BACKGROUNDS[n]) for n, code in BACKGROUND_CODES.items()}
@@ -100,26 +117,28 @@ class FactorisedCodes:
             if code in colours:
                 out[i, j] = colours[code]
             elif FIRST_PATTERN <= code < self.size:
-                out[i, j] = np.where(self.patterns[code - FIRST_PATTERN][:, None], colour, background)
+                pattern, own = divmod(code - FIRST_PATTERN, self.per_pattern)
+                fill = np.asarray(shapes.COLOURS[COLOUR_NAMES[own]]) if self.outline_colour else colour
+                out[i, j] = np.where(self.patterns[pattern][:, None], fill, background)
             else:
                 out[i, j] = backgrounds.get(code, background)
         out = out.reshape(h, w, CELL, CELL, 3).swapaxes(1, 2).reshape(h * CELL, w * CELL, 3)
         return Image.fromarray(out)
 
 
-def factorised_processor(codes, tokenizer, model_config=None):
+def hand_made_processor(codes, tokenizer, model_config=None):
     """An ``Emu3Processor`` that tokenises and draws pictures with ``codes`` instead of a vision tokenizer, so the
     world's evaluation (``evaluate.py``) runs on it unchanged."""
     from emu3.mllm import Emu3Processor
 
-    class FactorisedProcessor(Emu3Processor):
+    class HandMadeProcessor(Emu3Processor):
         def tokenize_image(self, images, padding_image=False):
             return [codes.encode(image.convert("RGB")) for image in self._as_image_list(images)]
 
         def decode_grids(self, grids, batch_size=16):
             return [codes.decode(grid) for grid in grids]
 
-    return FactorisedProcessor(tokenizer=tokenizer, model_config=model_config)
+    return HandMadeProcessor(tokenizer=tokenizer, model_config=model_config)
 
 
 # ---- the experiment ------------------------------------------------------------------------------------------------
@@ -159,7 +178,7 @@ def score(run_dir, codes, records, seed):
     from . import evaluate as world_evaluation
 
     model = Emu3ForCausalLM.from_pretrained(run_dir)
-    processor = factorised_processor(codes, Emu3Tokenizer.from_pretrained(run_dir, padding_side="left"),
+    processor = hand_made_processor(codes, Emu3Tokenizer.from_pretrained(run_dir, padding_side="left"),
                                      model.config)
     generation, _ = world_evaluation.evaluate_generation(model, processor, records, seed=seed)
     vqa, _ = world_evaluation.evaluate_answers(model, processor, records)
@@ -170,9 +189,14 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Train and score the tiny world's LLM on codes that keep shape apart "
                                             "from colour (the world's data, tokenizer, initial LLM and recipe).")
     p.add_argument("--world", required=True, help="a finished tiny world (the --output-dir of scripts/tiny_world.sh)")
-    p.add_argument("--output-dir", help="default: WORLD/oracle")
+    p.add_argument("--output-dir", help="default: WORLD/oracle (WORLD/oracle-outline-colour)")
     p.add_argument("--llm-steps", type=int, help="default: the world's")
     p.add_argument("--seed", type=int, help="default: the world's")
+    p.add_argument("--outline-colour", action="store_true",
+                   help="the control: a partly covered cell's code is its pattern and its colour, as the vision "
+                        "tokenizer's codes are (backgrounds and fully covered cells keep one code each)")
+    p.add_argument("--patterns", type=int, help="coverage patterns kept (default: as many as the world's codebook "
+                                                "holds: 250, or 62 with --outline-colour)")
     return p.parse_args(argv)
 
 
@@ -193,10 +217,13 @@ def main(argv=None):
         settings = json.load(f)
     steps = args.llm_steps or settings["llm_steps"]
     seed = settings["seed"] if args.seed is None else args.seed
-    out = os.path.abspath(args.output_dir or os.path.join(world, "oracle"))
+    out = os.path.abspath(args.output_dir or os.path.join(world, "oracle-outline-colour" if args.outline_colour
+                                                          else "oracle"))
     data_dir = os.path.join(world, "data")
     # A training of other steps or seed must not resume this one's checkpoints.
-    mine, saved_path = {"world": world, "llm_steps": steps, "seed": seed}, os.path.join(out, "settings.json")
+    mine = {"world": world, "llm_steps": steps, "seed": seed, "outline_colour": args.outline_colour,
+            "patterns": args.patterns}
+    saved_path = os.path.join(out, "settings.json")
     if os.path.isfile(saved_path):
         with open(saved_path, encoding="utf-8") as f:
             saved = json.load(f)
@@ -209,9 +236,13 @@ def main(argv=None):
     codebook = Emu3VisionVQConfig.from_pretrained(os.path.join(world, "Emu3-VisionTokenizer")).codebook_size
     with open(os.path.join(data_dir, "t2i_train.json"), encoding="utf-8") as f:
         pictures = [Image.open(os.path.join(data_dir, i["image"])).convert("RGB") for i in json.load(f)]
-    codes = FactorisedCodes.fit(pictures, codebook)
+    try:
+        codes = HandMadeCodes.fit(pictures, codebook, args.outline_colour, args.patterns)
+    except ValueError as e:
+        raise SystemExit(f"error: --patterns: {e}") from None
     paths = prepare(codes, data_dir, os.path.join(out, "prepared"))
-    print(f"{len(codes.patterns)} coverage patterns + {FIRST_PATTERN} background/colour codes for "
+    print(f"{len(codes.patterns)} coverage patterns{' x 4 colours' if codes.outline_colour else ''} + "
+          f"{FIRST_PATTERN} background/colour codes for "
           f"{len(pictures)} training pictures, as token shards in {os.path.join(out, 'prepared')}", flush=True)
 
     run_dir = os.path.join(out, "runs", "llm")
@@ -225,9 +256,10 @@ def main(argv=None):
             raise SystemExit("error: the LLM's training failed (see above)")
 
     metrics = score(run_dir, codes, dataset.load(os.path.join(data_dir, "eval.json")), seed)
-    metrics["codes"] = {"patterns": len(codes.patterns), "llm_steps": steps, "seed": seed}
+    metrics["codes"] = {"patterns": len(codes.patterns), "outline_colour": codes.outline_colour,
+                        "llm_steps": steps, "seed": seed}
     atomic_write_json(os.path.join(out, "metrics.json"), metrics, indent=2)
-    print(summary(metrics, _read_metrics(world)), flush=True)
+    print(summary(metrics, _read_metrics(world), codes.outline_colour), flush=True)
     return metrics
 
 
@@ -239,7 +271,7 @@ def _read_metrics(world):
         return json.load(f)
 
 
-def summary(oracle, world=None):
+def summary(oracle, world=None, outline_colour=False):
     """Both worlds' scores, held-out pairs then seen ones."""
     def cells(m, split):
         drawn, vqa = m["text_to_image"].get(split), m["vqa"].get(split)
@@ -248,7 +280,8 @@ def summary(oracle, world=None):
         return ("/".join(f"{100 * drawn[k]:.0f}" for k in ("colour", "shape", "size", "all"))
                 + f" %, VQA {100 * vqa['all']:.0f} % (shape {100 * vqa['shape']:.0f} %)")
 
-    rows = [("codes shared across colours", oracle)] + ([("the world's vision tokenizer", world)] if world else [])
+    name = "hand-made, colour in outlines" if outline_colour else "codes shared across colours"
+    rows = [(name, oracle)] + ([("the world's vision tokenizer", world)] if world else [])
     lines = ["drawn colour/shape/size/all right, and questions answered right:"]
     for name, m in rows:
         lines.append(f"  {name:29s} held-out {cells(m, 'held_out')}; seen {cells(m, 'seen')}")
