@@ -207,6 +207,8 @@ def main(argv=None):
     from train.trainer import read_log
 
     args = parse_args(argv)
+    if args.llm_steps is not None and args.llm_steps < 1:
+        raise SystemExit(f"error: --llm-steps must be at least 1, got {args.llm_steps}")
     world = os.path.abspath(args.world)
     settings_path = os.path.join(world, ".stages", "settings.json")
     init_dir = os.path.join(world, "runs", "llm-init")
@@ -220,6 +222,14 @@ def main(argv=None):
     out = os.path.abspath(args.output_dir or os.path.join(world, "oracle-outline-colour" if args.outline_colour
                                                           else "oracle"))
     data_dir = os.path.join(world, "data")
+    codebook = Emu3VisionVQConfig.from_pretrained(os.path.join(world, "Emu3-VisionTokenizer")).codebook_size
+    with open(os.path.join(data_dir, "t2i_train.json"), encoding="utf-8") as f:
+        pictures = [Image.open(os.path.join(data_dir, i["image"])).convert("RGB") for i in json.load(f)]
+    try:
+        codes = HandMadeCodes.fit(pictures, codebook, args.outline_colour, args.patterns)
+    except ValueError as e:
+        raise SystemExit(f"error: --patterns: {e}") from None
+
     # A training of other steps or seed must not resume this one's checkpoints.
     mine = {"world": world, "llm_steps": steps, "seed": seed, "outline_colour": args.outline_colour,
             "patterns": args.patterns}
@@ -233,13 +243,6 @@ def main(argv=None):
         os.makedirs(out, exist_ok=True)
         atomic_write_json(saved_path, mine, indent=2)
 
-    codebook = Emu3VisionVQConfig.from_pretrained(os.path.join(world, "Emu3-VisionTokenizer")).codebook_size
-    with open(os.path.join(data_dir, "t2i_train.json"), encoding="utf-8") as f:
-        pictures = [Image.open(os.path.join(data_dir, i["image"])).convert("RGB") for i in json.load(f)]
-    try:
-        codes = HandMadeCodes.fit(pictures, codebook, args.outline_colour, args.patterns)
-    except ValueError as e:
-        raise SystemExit(f"error: --patterns: {e}") from None
     paths = prepare(codes, data_dir, os.path.join(out, "prepared"))
     print(f"{len(codes.patterns)} coverage patterns{' x 4 colours' if codes.outline_colour else ''} + "
           f"{FIRST_PATTERN} background/colour codes for "
