@@ -244,8 +244,8 @@ def main(argv=None):
         atomic_write_json(saved_path, mine, indent=2)
 
     paths = prepare(codes, data_dir, os.path.join(out, "prepared"))
-    print(f"{len(codes.patterns)} coverage patterns{' x 4 colours' if codes.outline_colour else ''} + "
-          f"{FIRST_PATTERN} background/colour codes for "
+    per_pattern = f" x {len(COLOUR_CODES)} colours" if codes.outline_colour else ""
+    print(f"{len(codes.patterns)} coverage patterns{per_pattern} + {FIRST_PATTERN} background/colour codes for "
           f"{len(pictures)} training pictures, as token shards in {os.path.join(out, 'prepared')}", flush=True)
 
     run_dir = os.path.join(out, "runs", "llm")
