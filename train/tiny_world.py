@@ -69,20 +69,11 @@ class World:
     def check_settings(self):
         os.makedirs(self.marks, exist_ok=True)
         settings = {k: getattr(self.args, k) for k in SETTINGS}
-        saved_path = os.path.join(self.marks, "settings.json")
-        if os.path.isfile(saved_path):
-            with open(saved_path, encoding="utf-8") as f:
-                saved = json.load(f)
-            # A setting added since that world was made was then at its default.
-            defaults = vars(parse_args([]))
-            saved = {k: saved.get(k, defaults[k]) for k in SETTINGS}
-            if saved != settings:
-                differ = ", ".join(f"{k} {saved.get(k)} -> {settings[k]}" for k in SETTINGS
-                                   if saved.get(k) != settings[k])
-                raise SystemExit(f"error: {self.out} holds a tiny world made with other settings ({differ}); "
-                                 "pass another --output-dir, or delete that folder to start over")
-        else:
-            atomic_write_json(saved_path, settings, indent=2)
+        # A setting added since that world was made was then at its default.
+        differ = differing_settings(os.path.join(self.marks, "settings.json"), settings, vars(parse_args([])))
+        if differ:
+            raise SystemExit(f"error: {self.out} holds a tiny world made with other settings ({', '.join(differ)}); "
+                             "pass another --output-dir, or delete that folder to start over")
 
     def run_stage(self, number, name, fn):
         mark = os.path.join(self.marks, f"{name}.json")
@@ -217,6 +208,19 @@ class World:
         from train.world.report import evaluate_and_report
 
         evaluate_and_report(self.out, self.timings, self.args.seed)
+
+
+def differing_settings(path, settings, defaults=None):
+    """``settings`` against those recorded at ``path`` (recorded there the first time): "key recorded -> now" for
+    each that differs; a key recorded before it existed counts at ``defaults[key]``."""
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_json(path, settings, indent=2)
+        return []
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    saved = {k: saved.get(k, (defaults or {}).get(k)) for k in settings}
+    return [f"{k} {saved[k]} -> {settings[k]}" for k in settings if saved[k] != settings[k]]
 
 
 def llm_training(init_dir, data_paths, run_dir, steps, seed, npus=1):

@@ -104,10 +104,13 @@ def test_code_probe_tells_factorised_from_entangled_tokens():
     assert nearest == {"same_colour": 1.0, "same_shape": 0.0}
 
 
-def _fitted_codes(*extra):
+def _world_pictures():
     rng = np.random.default_rng(0)
-    pictures = [shapes.render_record(shapes.sample(rng, *a)) for a in shapes.attributes() for _ in range(2)]
-    return oracle.HandMadeCodes.fit(pictures + list(extra), codebook_size=256)
+    return [shapes.render_record(shapes.sample(rng, *a)) for a in shapes.attributes() for _ in range(2)]
+
+
+def _fitted_codes(*extra, **fit_options):
+    return oracle.HandMadeCodes.fit(_world_pictures() + list(extra), codebook_size=256, **fit_options)
 
 
 def test_hand_made_codes_write_an_outline_the_same_in_every_colour():
@@ -130,16 +133,14 @@ def test_hand_made_codes_write_an_outline_the_same_in_every_colour():
 def test_hand_made_codes_with_colour_in_outlines_tie_the_outline_to_its_colour():
     red = shapes.render("large", "red", "triangle", "white", 8, 12)
     green = shapes.render("large", "green", "triangle", "white", 8, 12)
-    rng = np.random.default_rng(0)
-    pictures = [shapes.render_record(shapes.sample(rng, *a)) for a in shapes.attributes() for _ in range(2)]
-    codes = oracle.HandMadeCodes.fit(pictures + [red], codebook_size=256, outline_colour=True)
+    codes = _fitted_codes(red, outline_colour=True)
     assert len(codes.patterns) == (256 - oracle.FIRST_PATTERN) // 4 and codes.size <= 256
     r, g = codes.encode(red), codes.encode(green)
     outline = r >= oracle.FIRST_PATTERN
     assert outline.any() and not (set(r[outline]) & set(g[outline]))  # the same outline, other codes
     assert np.array_equal(np.asarray(codes.decode(r)), np.asarray(red))
     with pytest.raises(ValueError, match="hold 1 to 62 patterns"):
-        oracle.HandMadeCodes.fit(pictures, codebook_size=256, outline_colour=True, patterns=63)
+        _fitted_codes(outline_colour=True, patterns=63)
 
 
 def test_hand_made_codes_decode_any_grid_the_scorer_can_read():

@@ -37,13 +37,17 @@ def nearest_colour(colour, palette):
     return names[int(np.argmin(distances))]
 
 
+def background_of(pixels):
+    """The world background nearest to the median colour of the picture's border ((H, W, 3) RGB array)."""
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return nearest_colour(np.median(border, axis=0), BACKGROUNDS)
+
+
 def describe(image):
     """{"background", "colour", "shape", "size"} seen in a 64x64 RGB picture (PIL image or HxWx3 uint8 array);
     the shape's entries are None when no shape is found."""
     pixels = np.asarray(image, dtype=np.float64)[..., :3]
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background_colour = np.median(border, axis=0)
-    found = {"background": nearest_colour(background_colour, BACKGROUNDS), "colour": None, "shape": None, "size": None}
+    found = {"background": background_of(pixels), "colour": None, "shape": None, "size": None}
     background = np.asarray(BACKGROUNDS[found["background"]], np.float64)
     mask = np.linalg.norm(pixels - background, axis=-1) > FOREGROUND_DISTANCE
     box = _boxed(mask)

@@ -15,6 +15,7 @@ from train.image_folder import to_uint8
 
 from . import checker, shapes
 
+
 def load_models(llm_dir, vq_dir):
     """(LLM, processor) from the released-layout folders the tiny world writes."""
     from emu3.mllm import Emu3ForCausalLM, Emu3Processor, Emu3Tokenizer

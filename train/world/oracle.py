@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from . import dataset, shapes
-from .checker import nearest_colour
+from .checker import background_of, nearest_colour
 
 CELL = 8  # pixels per code, as the tokenizer's spatial factor
 BACKGROUND_CODES = {name: i for i, name in enumerate(shapes.BACKGROUNDS)}
@@ -38,8 +38,7 @@ FIRST_PATTERN = len(BACKGROUND_CODES) + len(COLOUR_CODES)
 def _cells(picture):
     """(background name, per-cell shape masks (h, w, CELL * CELL) bool, pixels as (h, w, CELL * CELL, 3))."""
     pixels = np.asarray(picture, dtype=np.int64)[..., :3]
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background = nearest_colour(np.median(border, axis=0), shapes.BACKGROUNDS)
+    background = background_of(pixels)
     mask = (pixels != np.asarray(shapes.BACKGROUNDS[background])).any(-1)
     h, w = mask.shape[0] // CELL, mask.shape[1] // CELL
 
@@ -142,24 +141,26 @@ def hand_made_processor(codes, tokenizer, model_config=None):
 
 
 # ---- the experiment ------------------------------------------------------------------------------------------------
-def prepare(codes, data_dir, out_dir):
-    """The world's training lists (``t2i_train.json``, ``vqa_train.json``) as token shards of these codes."""
+def training_pictures(data_dir):
+    """{picture path as the world's training lists name it: the RGB picture} for both lists' pictures."""
+    paths = {item["image"] for name in ("t2i_train.json", "vqa_train.json")
+             for item in dataset.load(os.path.join(data_dir, name))}
+    return {path: Image.open(os.path.join(data_dir, path)).convert("RGB") for path in sorted(paths)}
+
+
+def prepare(codes, data_dir, pictures, out_dir):
+    """The world's training lists (``t2i_train.json``, ``vqa_train.json``) as token shards of these codes
+    (``pictures``: ``training_pictures(data_dir)``)."""
     from train.shards import ShardWriter, make_record, part_name
 
-    def load(name):
-        with open(os.path.join(data_dir, name), encoding="utf-8") as f:
-            return json.load(f)
+    grids = {path: codes.encode(picture) for path, picture in pictures.items()}
 
-    grids = {}
+    def items(task):
+        return dataset.load(os.path.join(data_dir, f"{task}_train.json"))
 
-    def grid(item):
-        if item["image"] not in grids:
-            grids[item["image"]] = codes.encode(Image.open(os.path.join(data_dir, item["image"])).convert("RGB"))
-        return grids[item["image"]]
-
-    tasks = {"t2i": [make_record(i["name"], "t2i", i["text"], "", grid(i)) for i in load("t2i_train.json")],
+    tasks = {"t2i": [make_record(i["name"], "t2i", i["text"], "", grids[i["image"]]) for i in items("t2i")],
              "vqa": [make_record(i["id"], "vqa", i["conversations"][0]["value"].replace("<image>\n", ""),
-                                 i["conversations"][1]["value"], grid(i)) for i in load("vqa_train.json")]}
+                                 i["conversations"][1]["value"], grids[i["image"]]) for i in items("vqa")]}
     paths = {}
     for task, records in tasks.items():
         paths[task] = os.path.join(out_dir, task)
@@ -223,27 +224,21 @@ def main(argv=None):
                                                           else "oracle"))
     data_dir = os.path.join(world, "data")
     codebook = Emu3VisionVQConfig.from_pretrained(os.path.join(world, "Emu3-VisionTokenizer")).codebook_size
-    with open(os.path.join(data_dir, "t2i_train.json"), encoding="utf-8") as f:
-        pictures = [Image.open(os.path.join(data_dir, i["image"])).convert("RGB") for i in json.load(f)]
+    pictures = training_pictures(data_dir)
     try:
-        codes = HandMadeCodes.fit(pictures, codebook, args.outline_colour, args.patterns)
+        codes = HandMadeCodes.fit(pictures.values(), codebook, args.outline_colour, args.patterns)
     except ValueError as e:
         raise SystemExit(f"error: --patterns: {e}") from None
 
     # A training of other steps or seed must not resume this one's checkpoints.
-    mine = {"world": world, "llm_steps": steps, "seed": seed, "outline_colour": args.outline_colour,
-            "patterns": args.patterns}
-    saved_path = os.path.join(out, "settings.json")
-    if os.path.isfile(saved_path):
-        with open(saved_path, encoding="utf-8") as f:
-            saved = json.load(f)
-        if saved != mine:
-            raise SystemExit(f"error: {out} holds a run with other settings ({saved}); pass another --output-dir")
-    else:
-        os.makedirs(out, exist_ok=True)
-        atomic_write_json(saved_path, mine, indent=2)
+    differ = tiny_world.differing_settings(os.path.join(out, "settings.json"), {
+        "world": world, "llm_steps": steps, "seed": seed, "outline_colour": args.outline_colour,
+        "patterns": args.patterns})
+    if differ:
+        raise SystemExit(f"error: {out} holds a run with other settings ({', '.join(differ)}); pass another "
+                         "--output-dir")
 
-    paths = prepare(codes, data_dir, os.path.join(out, "prepared"))
+    paths = prepare(codes, data_dir, pictures, os.path.join(out, "prepared"))
     per_pattern = f" x {len(COLOUR_CODES)} colours" if codes.outline_colour else ""
     print(f"{len(codes.patterns)} coverage patterns{per_pattern} + {FIRST_PATTERN} background/colour codes for "
           f"{len(pictures)} training pictures, as token shards in {os.path.join(out, 'prepared')}", flush=True)
@@ -268,10 +263,7 @@ def main(argv=None):
 
 def _read_metrics(world):
     path = os.path.join(world, "metrics.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return dataset.load(path) if os.path.isfile(path) else None
 
 
 def summary(oracle, world=None, outline_colour=False):

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import shapes
 
+
 def bag_of_codes(grids, codebook_size):
     """(N, ...) code grids -> (N, codebook_size) counts of each code."""
     grids = np.asarray(grids).reshape(len(grids), -1)
