@@ -4,6 +4,7 @@ import glob
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,10 +19,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _python(code, **env):
-    """Run ``code`` in a fresh interpreter; returns its stdout and stderr."""
-    run_env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    """Run ``code`` in a fresh interpreter, from a file (``mindspore.jit`` reads its functions' source); returns
+    its stdout and stderr."""
+    # Without what this session's own emu3 import and device selection put into the environment.
+    run_env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "MS_DEV_HOST_BLOCKING_RUN")}
     run_env.update(GLOG_v="3", PYTHONPATH=REPO, **env)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env, check=True)
+    with tempfile.TemporaryDirectory() as folder:
+        script = os.path.join(folder, "script.py")
+        with open(script, "w") as f:
+            f.write(code)
+        out = subprocess.run([sys.executable, script], capture_output=True, text=True, env=run_env, check=True)
     return out.stdout + out.stderr
 
 
@@ -38,6 +45,28 @@ def test_openmp_runtime_loaded_before_emu3_turns_fusion_off():
                   "print('passive', emu3.PASSIVE_OPENMP, 'fusion', operator_fusion())", OMP_DISPLAY_ENV="VERBOSE")
     assert "GOMP_SPINCOUNT = '300000'" in out
     assert "passive False fusion False" in out
+
+
+_TRAINING_STEP_THREADS = """
+import os, emu3.device
+import numpy as np, mindspore as ms
+from mindspore import ops
+emu3.device.select_device("CPU")
+def loss(x, w):
+    return (ops.matmul(x, w) ** 2).mean()
+step = ms.jit(ms.value_and_grad(loss, grad_position=1))
+x, w = ms.Tensor(np.ones((4, 8), np.float32)), ms.Tensor(np.ones((8, 2), np.float32))
+print("loss", step(x, w)[0].asnumpy())
+names = {open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")}
+print("variable", os.environ.get("MS_DEV_HOST_BLOCKING_RUN"), "frontend thread", "frontend_queue" in names)
+"""
+
+
+def test_cpu_dispatches_a_compiled_training_step_in_the_calling_thread():
+    # Otherwise a "frontend_queue" thread runs the step while the caller busy-waits for it (design notes).
+    assert "variable 1 frontend thread False" in _python(_TRAINING_STEP_THREADS)
+    # The user's choice is kept, and it is what makes the difference.
+    assert "variable 0 frontend thread True" in _python(_TRAINING_STEP_THREADS, MS_DEV_HOST_BLOCKING_RUN="0")
 
 
 def test_fusion_setting_is_validated(monkeypatch):
