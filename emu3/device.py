@@ -47,7 +47,7 @@ def select_device(target: str = None) -> str:
             ms.runtime.launch_blocking()
             # A compiled graph called under autodiff (a training step) still goes through the host pipeline's
             # queue: a thread runs the graph while the caller waits for it in a busy loop, and on 2 cores the
-            # waiting takes a core from the kernels (the 56 M model's training step: 1.05 -> 0.70 s). Dispatch
+            # waiting takes a core from the kernels (the 56 M model's training step: 1.05 -> 0.64 s). Dispatch
             # in the calling thread instead. MindSpore reads the variable once, when the first task is queued.
             os.environ.setdefault("MS_DEV_HOST_BLOCKING_RUN", "1")
         # A graph that fails to compile dumps rank_0/om/analyze_fail.ir under $MS_OM_PATH, by default the user's
