@@ -17,7 +17,6 @@ writes ``WORLD/oracle/`` (``prepared/`` shards, ``runs/llm``, ``metrics.json``) 
 
 import argparse
 import collections
-import json
 import os
 import subprocess
 import sys
@@ -216,8 +215,7 @@ def main(argv=None):
     if not os.path.isfile(settings_path) or not os.path.isfile(os.path.join(init_dir, "model.safetensors")):
         raise SystemExit(f"error: {world} is not a tiny world that reached its LLM stage; run "
                          "bash scripts/tiny_world.sh (OUTPUT_DIR=...) first")
-    with open(settings_path, encoding="utf-8") as f:
-        settings = json.load(f)
+    settings = dataset.load(settings_path)
     steps = args.llm_steps or settings["llm_steps"]
     seed = settings["seed"] if args.seed is None else args.seed
     out = os.path.abspath(args.output_dir or os.path.join(world, "oracle-outline-colour" if args.outline_colour
