@@ -1,0 +1,110 @@
+"""AdamW's in-place CPU kernel (train/kernels/adamw_inplace.cc) against the portable update, and how it is built.
+
+Its agreement with torch.optim.AdamW itself is tests/train/test_step_parity.py's (the trainer's default on the CPU
+is this kernel)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from mindspore import Parameter, Tensor
+
+from train import native, optim
+from train.optim import AdamW
+from train.step import ClippedUpdate
+
+# A weight large enough for the kernel's threads, a bias and a norm weight (no decay for those two).
+SHAPES = {"proj.weight": (300, 200), "proj.bias": (300,), "input_layernorm.weight": (200,)}
+
+
+def _params(seed=0):
+    rng = np.random.default_rng(seed)
+    return [Parameter(Tensor(rng.standard_normal(shape).astype(np.float32)), name=name)
+            for name, shape in SHAPES.items()]
+
+
+def _train(inplace, compiled, steps=3):
+    params = _params()
+    optimizer = AdamW(params, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-6, inplace=inplace)
+    update = ClippedUpdate(optimizer, max_grad_norm=1.0, compiled=compiled)
+    rng = np.random.default_rng(1)
+    for step in range(steps):
+        grads = [Tensor(rng.standard_normal(p.shape).astype(np.float32) * 3) for p in params]
+        update(1e-2 * (step + 1), 1.0, grads)
+    state = {name: p.asnumpy() for name, p in optimizer.state().items()}
+    state.update({p.name: p.asnumpy() for p in params})
+    return optimizer, state
+
+
+def _kernel_available():
+    try:
+        native.library("adamw_inplace")
+        return True
+    except native.NativeKernelUnavailable:
+        return False
+
+
+needs_kernel = pytest.mark.skipif(not _kernel_available(), reason="no C++ compiler to build the kernel with")
+
+
+@needs_kernel
+@pytest.mark.parametrize("compiled", [True, False], ids=["graph", "pynative"])
+def test_inplace_kernel_equals_portable_update(compiled):
+    inplace_optimizer, inplace = _train(True, compiled)
+    portable_optimizer, portable = _train(False, compiled)
+    assert inplace_optimizer.inplace and not portable_optimizer.inplace
+    assert set(inplace) == set(portable) and len(inplace) == 2 * len(SHAPES) + 1 + len(SHAPES)
+    initial = {p.name: p.asnumpy() for p in _params()}
+    for name, value in portable.items():  # the same operations in the same order: the same bits
+        np.testing.assert_array_equal(inplace[name], value, err_msg=name)
+        if name in initial:  # the parameters did move, by the update's size
+            assert np.abs(value - initial[name]).max() > 1e-3
+    assert inplace["step"] == 3
+
+
+@needs_kernel
+def test_the_trainers_default_on_the_cpu_is_the_kernel(monkeypatch):
+    assert AdamW(_params()).inplace
+    monkeypatch.setenv("EMU3_INPLACE_ADAMW", "0")
+    assert not AdamW(_params()).inplace
+
+
+def test_low_precision_parameters_keep_the_portable_update():
+    params = [Parameter(Tensor(np.ones((4, 4), np.float16)), name="w")]
+    assert not AdamW(params).inplace
+    with pytest.raises(ValueError, match="fp32 parameters on the CPU"):
+        AdamW(params, inplace=True)
+
+
+def test_without_a_compiler_the_update_falls_back_and_says_why(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("EMU3_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    monkeypatch.setattr(optim, "_INPLACE_KERNEL", None)
+    with pytest.raises(native.NativeKernelUnavailable, match="no-such-compiler-xyz"):
+        native.library("adamw_inplace")
+    optimizer = AdamW(_params())
+    assert not optimizer.inplace
+    assert "without its in-place CPU kernel" in capsys.readouterr().err
+    with pytest.raises(native.NativeKernelUnavailable):
+        AdamW(_params(), inplace=True)
+
+
+def test_a_failed_build_names_the_compiler_and_leaves_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMU3_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # runs, exits 1
+    with pytest.raises(native.NativeKernelUnavailable, match="false could not build"):
+        native.library("adamw_inplace")
+    assert os.listdir(tmp_path / "native") == []
+
+
+@needs_kernel
+def test_the_library_is_built_once_per_machine_and_source(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMU3_CACHE_DIR", str(tmp_path))
+    path = native.library("adamw_inplace")
+    built = os.path.getmtime(path)
+    assert native.library("adamw_inplace") == path and os.path.getmtime(path) == built
+    monkeypatch.setattr(native, "_cpu_signature", lambda: "another cpu")
+    other = native.library("adamw_inplace")
+    assert other != path and sorted(os.listdir(tmp_path / "native")) == sorted(
+        [os.path.basename(path), os.path.basename(other)])
