@@ -86,7 +86,7 @@ class AdamW(nn.Cell):
         bias_correction2_rsqrt = ops.rsqrt(1.0 - ops.pow(self._beta2, step))
         # One mapped update per parameter: a Python loop would unroll into nested calls whose depth grows with the
         # parameter count (a graph of a few hundred parameters exceeds MindSpore's call-depth limit).
-        if self.inplace:
+        if self.inplace:  # the kernel writes weights and moments; the step depends on every call, so none is pruned
             hyper = ops.stack([self._beta1, self._beta2, self._eps, lr, step_size, bias_correction2_rsqrt,
                                grad_scale.astype(ms.float32)])
             done = self.hyper_map(ops.partial(_adamw_inplace, hyper), self._decay, self._targets, self.exp_avg,
@@ -133,7 +133,7 @@ def _use_inplace_kernel(requested, all_fp32):
     """Whether an AdamW updates through the in-place kernel (building it if so); see ``AdamW.__init__``."""
     global _INPLACE_KERNEL
     from emu3.device import device_target
-    from train.native import NativeKernelUnavailable, library
+    from .native import NativeKernelUnavailable, library
 
     if requested is None:
         if os.environ.get("EMU3_INPLACE_ADAMW", "1").strip() == "0" or device_target() != "CPU" or not all_fp32:
