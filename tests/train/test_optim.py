@@ -4,6 +4,8 @@ Its agreement with torch.optim.AdamW itself is tests/train/test_step_parity.py's
 is this kernel)."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from mindspore import Parameter, Tensor
 from train import native, optim
 from train.optim import AdamW
 from train.step import ClippedUpdate
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # A weight large enough for the kernel's threads, a bias and a norm weight (no decay for those two).
 SHAPES = {"proj.weight": (300, 200), "proj.bias": (300,), "input_layernorm.weight": (200,)}
@@ -108,3 +112,15 @@ def test_the_library_is_built_once_per_machine_and_source(monkeypatch, tmp_path)
     other = native.library("adamw_inplace")
     assert other != path and sorted(os.listdir(tmp_path / "native")) == sorted(
         [os.path.basename(path), os.path.basename(other)])
+
+
+@needs_kernel
+def test_processes_building_at_once_share_one_whole_library(tmp_path):
+    """msrun's ranks start together on an empty cache: each builds beside the final name and renames into place."""
+    code = "from train import native; print(native.library('adamw_inplace'))"
+    env = dict(os.environ, EMU3_CACHE_DIR=str(tmp_path), PYTHONPATH=REPO)
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+            for _ in range(3)]
+    paths = {run.communicate(timeout=300)[0].strip() for run in runs}
+    assert all(run.returncode == 0 for run in runs) and len(paths) == 1
+    assert os.listdir(tmp_path / "native") == [os.path.basename(paths.pop())]  # no temporaries left
