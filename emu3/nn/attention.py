@@ -31,6 +31,9 @@ from ..device import is_ascend
 
 # Scores q·kᵀ without materialising kᵀ: a transposed copy of a long KV cache costs more than the matmul itself.
 _matmul_nt = ops.BatchMatMul(transpose_b=True)
+# The primitive rather than ops.matmul (MatMulExt): MatMulExt's gradient copies the probabilities transposed (an
+# 8 MB Transpose per layer at 512 tokens, 3 ms each on CPU), BatchMatMul's reads them with transpose_a instead.
+_matmul = ops.BatchMatMul()
 _MASKED = float(np.finfo(np.float32).min)
 
 
@@ -48,14 +51,14 @@ def math_attention(query, key, value, mask=None, scale=1.0, dropout=None, transp
     group = n // n_kv
     # Scaling the queries instead of the scores: the same product, on Sq*D values instead of Sq*Sk.
     q = (query * scale).reshape(b, n_kv, group * sq, d)
-    scores = ops.matmul(q, key) if transposed_keys else _matmul_nt(q, key)
+    scores = _matmul(q, key) if transposed_keys else _matmul_nt(q, key)
     scores = scores.astype(ms.float32).reshape(b, n_kv, group, sq, sk)
     if mask is not None:
         scores = scores + additive_mask(_grouped_mask(mask, group))
     probs = ops.softmax(scores, axis=-1).astype(query.dtype)
     if dropout is not None:
         probs = dropout(probs)
-    out = ops.matmul(probs.reshape(b, n_kv, group * sq, sk), value)
+    out = _matmul(probs.reshape(b, n_kv, group * sq, sk), value)
     return out.reshape(b, n, sq, d)
 
 
