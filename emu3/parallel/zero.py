@@ -67,6 +67,7 @@ class _RegatheringMatmul(nn.Cell):
         self.gather = AllGather(group, 0)
         self.reduce_scatter = ReduceScatter(group, 0)
         self.matmul = ops.MatMul(transpose_b=True)
+        self.matmul_tn = ops.MatMul(transpose_a=True)  # dout' x without a transposed copy of dout
 
     def construct(self, x, shard):
         return self.matmul(x, self.gather(shard)[:self.rows])
@@ -76,7 +77,7 @@ class _RegatheringMatmul(nn.Cell):
         dx = ops.matmul(dout, weight)
         if not self.trainable:  # a frozen layer: no weight gradient, no collective
             return dx, ops.zeros_like(shard)
-        dweight = ops.matmul(dout.swapaxes(0, 1), x)
+        dweight = self.matmul_tn(dout, x)
         return dx, self.reduce_scatter(_pad_rows(dweight, self.padded))
 
 
