@@ -1,11 +1,11 @@
 """C++ kernels for the CPU (``train/kernels/*.cc``), compiled on first use and cached.
 
-Where MindSpore's CPU graph has no kernel that does a job in one pass (the optimizer's in-place update: see
-``train/kernels/adamw_inplace.cc``), a few lines of C++ do, called as a MindSpore "aot" Custom op. They are built
+Where MindSpore's CPU graph has no kernel that does a job in one pass (the optimizer's in-place update, the loss's
+cross-entropy: see ``train/kernels/``), a few lines of C++ do, called as a MindSpore "aot" Custom op. They are built
 with the machine's C++ compiler (``$CXX``, else ``g++``/``c++``), tuned to its CPU (``-march=native``), into
 ``emu3.device.cache_root()/native/`` under a name that hashes the source, the compiler, the flags and the CPU, so a
 cache shared between machines never hands one machine another's build. Without a compiler the callers fall back
-to MindSpore's own kernels (same results, slower), and say why.
+to MindSpore's own kernels (slower; the same results, to fp32 rounding for the loss), and say why.
 """
 
 import hashlib
@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
@@ -78,3 +79,12 @@ def library(name):
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def library_or_note(name, without):
+    """``library(name)``, or None after a one-line note on stderr: ``without`` (what now runs without it), and why."""
+    try:
+        return library(name)
+    except NativeKernelUnavailable as e:
+        print(f"note: {without}: {e}", file=sys.stderr, flush=True)
+        return None

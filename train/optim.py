@@ -15,7 +15,6 @@ and moments into fresh buffers and copy them back (Assign), and on the CPU those
 import math
 import os
 import re
-import sys
 
 import numpy as np
 
@@ -133,7 +132,7 @@ def _use_inplace_kernel(requested, all_fp32):
     """Whether an AdamW updates through the in-place kernel (building it if so); see ``AdamW.__init__``."""
     global _INPLACE_KERNEL
     from emu3.device import device_target
-    from .native import NativeKernelUnavailable, library
+    from .native import library, library_or_note
 
     if requested is None:
         if os.environ.get("EMU3_INPLACE_ADAMW", "1").strip() == "0" or device_target() != "CPU" or not all_fp32:
@@ -143,13 +142,9 @@ def _use_inplace_kernel(requested, all_fp32):
     elif device_target() != "CPU" or not all_fp32:
         raise ValueError("the in-place AdamW kernel is for fp32 parameters on the CPU")
     if _INPLACE_KERNEL is None:
-        try:
-            path = library("adamw_inplace")
-        except NativeKernelUnavailable as e:
-            if requested:
-                raise
-            print(f"note: AdamW updates without its in-place CPU kernel (slower, same results): {e}",
-                  file=sys.stderr, flush=True)
+        path = library("adamw_inplace") if requested else library_or_note(
+            "adamw_inplace", "AdamW updates without its in-place CPU kernel (slower, same results)")
+        if path is None:
             return False
         kernel = ops.Custom(f"{path}:InplaceAdamW", out_shape=lambda *shapes: (1,),
                             out_dtype=lambda *dtypes: ms.float32, func_type="aot")

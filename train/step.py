@@ -15,11 +15,47 @@ from emu3.parallel.zero import sum_of_squares
 from .sequences import IGNORE_INDEX
 
 
+_CROSS_ENTROPY_KERNEL = None  # train/kernels/cross_entropy.cc as a Custom op, once use_cross_entropy_kernel built it
+
+
 def token_loss_sum(logits, targets):
     """Sum of next-token cross-entropies over the supervised positions (targets already shifted)."""
     vocab = logits.shape[-1]
-    return ops.cross_entropy(logits.reshape(-1, vocab).astype(ms.float32), targets.reshape(-1),
-                             ignore_index=IGNORE_INDEX, reduction="sum")
+    logits, targets = logits.reshape(-1, vocab).astype(ms.float32), targets.reshape(-1)
+    if _CROSS_ENTROPY_KERNEL is not None:
+        return _CROSS_ENTROPY_KERNEL(logits, targets)[0].sum()
+    return ops.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def use_cross_entropy_kernel():
+    """On the CPU, ``token_loss_sum`` computes through train/kernels/cross_entropy.cc: one pass over the logits
+    forward and one backward, where ops.cross_entropy's graph makes seven (the same loss to fp32 rounding).
+    ``EMU3_CROSS_ENTROPY_KERNEL=0`` keeps ops.cross_entropy; so does a machine without a C++ compiler (with a note).
+    Called before the first graph is compiled (a compiled graph keeps the choice it was traced with)."""
+    global _CROSS_ENTROPY_KERNEL
+    import os
+
+    from emu3.device import device_target
+    from .native import library_or_note
+
+    if _CROSS_ENTROPY_KERNEL is not None or device_target() != "CPU":
+        return
+    if os.environ.get("EMU3_CROSS_ENTROPY_KERNEL", "1").strip() == "0":
+        return
+    path = library_or_note("cross_entropy", "the loss runs without its cross-entropy CPU kernel (slower, the same loss "
+                                            "to fp32 rounding)")
+    if path is None:
+        return
+    backward = ops.Custom(f"{path}:CrossEntropyBackward", out_shape=lambda logits, *rest: logits,
+                          out_dtype=lambda *dtypes: ms.float32, func_type="aot")
+
+    def bprop(logits, targets, out, dout):
+        return backward(logits, targets, out[1], dout[0]), ops.zeros_like(targets)
+
+    _CROSS_ENTROPY_KERNEL = ops.Custom(f"{path}:CrossEntropyForward",
+                                       out_shape=lambda logits, targets: ((logits[0],), (logits[0],)),
+                                       out_dtype=lambda *dtypes: (ms.float32, ms.float32), func_type="aot",
+                                       bprop=bprop)
 
 
 def squared_sum(grads):
@@ -102,6 +138,7 @@ class TrainStep:
         from emu3.device import FusedJit, has_low_precision_parameters
         from emu3.parallel.zero import ZeroPlan
 
+        use_cross_entropy_kernel()
         self.model = forward or model
         self.optimizer = optimizer
         self.plan = plan or ZeroPlan(model)
