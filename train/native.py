@@ -17,7 +17,10 @@ import sys
 import tempfile
 
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC", "-std=c++14")
+# -ffp-contract=off: no fused multiply-adds, so the kernels round as MindSpore's separate kernels do.
+# -fno-math-errno: sqrt need not set errno, so GCC vectorises it (vsqrtps rounds exactly as sqrtss does); without it
+# the AdamW kernel's loop stays scalar: 16 ms instead of 6.5 for 16 M parameters (measured).
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC", "-std=c++14")
 
 
 class NativeKernelUnavailable(RuntimeError):

@@ -7,7 +7,8 @@
 // eps, lr, step_size = lr / (1 - beta1^t), bias_correction2_rsqrt = 1 / sqrt(1 - beta2^t), grad_scale), decay
 // (fp32 scalar: this parameter's weight decay). Output: one fp32, 1 (the graph orders on it).
 // The arithmetic is train/optim.py's portable update, operation for operation; built with -ffp-contract=off so
-// that no multiply-add is fused and the roundings are those of the portable update's separate kernels.
+// that no multiply-add is fused and the roundings are those of the portable update's separate kernels, and with
+// -fno-math-errno so that the loop vectorises (sqrt setting errno kept it scalar; vsqrtps rounds as sqrtss does).
 #include <cmath>
 #include <cstdint>
 #include <cstring>
