@@ -7,19 +7,9 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor
 
-from train import native, step
+from native_kernels import needs_kernel
+from train import step
 from train.sequences import IGNORE_INDEX
-
-
-def _kernel_available():
-    try:
-        native.library("cross_entropy")
-        return True
-    except native.NativeKernelUnavailable:
-        return False
-
-
-needs_kernel = pytest.mark.skipif(not _kernel_available(), reason="no C++ compiler to build the kernel with")
 
 
 @pytest.fixture
@@ -48,7 +38,7 @@ def _loss_and_grad(logits, targets, compiled):
     return float(loss.asnumpy()), grad.asnumpy()
 
 
-@needs_kernel
+@needs_kernel("cross_entropy")
 @pytest.mark.parametrize("compiled", [True, False], ids=["graph", "pynative"])
 def test_kernel_equals_portable_loss_and_gradient(kernel_state, compiled):
     logits, targets = _batch()
@@ -63,7 +53,7 @@ def test_kernel_equals_portable_loss_and_gradient(kernel_state, compiled):
     np.testing.assert_allclose(fused[1][~ignored].sum(-1), 0.0, atol=1e-5)  # softmax - one-hot sums to 0 per row
 
 
-@needs_kernel
+@needs_kernel("cross_entropy")
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_kernel_takes_either_target_width(kernel_state, dtype):
     logits, targets = _batch(vocab=37)
@@ -74,7 +64,7 @@ def test_kernel_takes_either_target_width(kernel_state, dtype):
     assert float(step.token_loss_sum(logits, wide).asnumpy()) == pytest.approx(expected, rel=1e-6)
 
 
-@needs_kernel
+@needs_kernel("cross_entropy")
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf], ids=["nan", "inf"])
 def test_a_non_finite_logit_makes_its_row_nan(kernel_state, bad_value):
     """fp16 loss scaling skips a step by the non-finite gradient an overflowed logit leaves: the kernel keeps it."""
@@ -87,7 +77,7 @@ def test_a_non_finite_logit_makes_its_row_nan(kernel_state, bad_value):
     assert np.isnan(grad[1, 2]).all() and np.isfinite(np.delete(grad.reshape(-1, 1000), 11, axis=0)).all()
 
 
-@needs_kernel
+@needs_kernel("cross_entropy")
 def test_kernel_exp_is_accurate_over_its_whole_range(kernel_state):
     """One logit at 0 and the rest spread over [-100, 0]: the gradient is the softmax (minus the one-hot), as exact
     as ops.cross_entropy's (both round x - log-sum-exp to fp32 first); values below fp32's normal range are 0."""
@@ -107,7 +97,7 @@ def test_kernel_exp_is_accurate_over_its_whole_range(kernel_state):
     assert np.abs(grad.reshape(-1)[~normal]).max() < 1e-37
 
 
-@needs_kernel
+@needs_kernel("cross_entropy")
 def test_kernel_refuses_a_target_outside_the_vocabulary(kernel_state):
     logits, targets = _batch(vocab=50)
     bad = targets.asnumpy()

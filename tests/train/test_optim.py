@@ -12,6 +12,7 @@ import pytest
 
 from mindspore import Parameter, Tensor
 
+from native_kernels import needs_kernel
 from train import native, optim
 from train.optim import AdamW
 from train.step import ClippedUpdate
@@ -41,18 +42,7 @@ def _train(inplace, compiled, steps=3):
     return optimizer, state
 
 
-def _kernel_available():
-    try:
-        native.library("adamw_inplace")
-        return True
-    except native.NativeKernelUnavailable:
-        return False
-
-
-needs_kernel = pytest.mark.skipif(not _kernel_available(), reason="no C++ compiler to build the kernel with")
-
-
-@needs_kernel
+@needs_kernel("adamw_inplace")
 @pytest.mark.parametrize("compiled", [True, False], ids=["graph", "pynative"])
 def test_inplace_kernel_equals_portable_update(compiled):
     inplace_optimizer, inplace = _train(True, compiled)
@@ -67,7 +57,7 @@ def test_inplace_kernel_equals_portable_update(compiled):
     assert inplace["step"] == 3
 
 
-@needs_kernel
+@needs_kernel("adamw_inplace")
 def test_the_trainers_default_on_the_cpu_is_the_kernel(monkeypatch):
     assert AdamW(_params()).inplace
     monkeypatch.setenv("EMU3_INPLACE_ADAMW", "0")
@@ -102,7 +92,7 @@ def test_a_failed_build_names_the_compiler_and_leaves_nothing(monkeypatch, tmp_p
     assert os.listdir(tmp_path / "native") == []
 
 
-@needs_kernel
+@needs_kernel("adamw_inplace")
 def test_the_library_is_built_once_per_machine_and_source(monkeypatch, tmp_path):
     monkeypatch.setenv("EMU3_CACHE_DIR", str(tmp_path))
     path = native.library("adamw_inplace")
@@ -114,7 +104,7 @@ def test_the_library_is_built_once_per_machine_and_source(monkeypatch, tmp_path)
         [os.path.basename(path), os.path.basename(other)])
 
 
-@needs_kernel
+@needs_kernel("adamw_inplace")
 def test_processes_building_at_once_share_one_whole_library(tmp_path):
     """msrun's ranks start together on an empty cache: each builds beside the final name and renames into place."""
     code = "from train import native; print(native.library('adamw_inplace'))"
