@@ -150,6 +150,40 @@ def codebook_usage(codes, codebook_size):
 
 
 
+def use_group_norm_kernel():
+    """On the CPU, the vision tokenizer's GroupNorms compute through train/kernels/group_norm.cc (forward and
+    backward one pass each over their input, where MindSpore's CPU kernels take ~20x that; the same results to fp32
+    rounding). ``EMU3_GROUP_NORM_KERNEL=0`` keeps ops.group_norm; so does a machine without a C++ compiler (with a
+    note). Installed for the whole process (``emu3.nn.layers.GroupNorm.kernel``), before the first graph compiles."""
+    import os
+
+    from emu3.device import device_target
+    from emu3.nn.layers import GroupNorm
+
+    from .native import library_or_note
+
+    if GroupNorm.kernel is not None or device_target() != "CPU":
+        return
+    if os.environ.get("EMU3_GROUP_NORM_KERNEL", "1").strip() == "0":
+        return
+    path = library_or_note("group_norm", "GroupNorm runs without its CPU kernel (slower, the same results to fp32 "
+                                         "rounding)")
+    if path is None:
+        return
+    backward = ops.Custom(f"{path}:GroupNormBackward",
+                          out_shape=lambda x, weight, mean, rstd, dy: (x, weight, weight),
+                          out_dtype=lambda *dtypes: (ms.float32, ms.float32, ms.float32), func_type="aot")
+
+    def bprop(x, weight, bias, eps, out, dout):
+        dx, dweight, dbias = backward(x, weight, out[1], out[2], dout[0])
+        return dx, dweight, dbias, ops.zeros_like(eps)
+
+    GroupNorm.kernel = ops.Custom(f"{path}:GroupNormForward",
+                                  out_shape=lambda x, weight, bias, eps: (x, x[:2], x[:2]),
+                                  out_dtype=lambda *dtypes: (ms.float32, ms.float32, ms.float32), func_type="aot",
+                                  bprop=bprop)
+
+
 class VQTrainStep:
     """``step(pixels, lr)`` -> (losses {total, reconstruction, codebook, commitment}, codes, latents, grad_norm).
 
@@ -158,6 +192,7 @@ class VQTrainStep:
     """
 
     def __init__(self, loss, optimizer, max_grad_norm=1.0, compiled=True):
+        use_group_norm_kernel()
         self.optimizer = optimizer
         self._grad = ms.value_and_grad(loss, None, optimizer.params, has_aux=True)
         self._forward_backward = ms.jit(self._grads) if compiled else self._grads
