@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from mindspore import Parameter, nn, ops
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import HeNormal, Uniform, initializer
 
 from ..device import native_conv2d
@@ -39,6 +40,10 @@ class Conv2d(nn.Cell):
         _init_parameters(self, in_channels, out_channels, self.kernel_size, bias)
         self.native = native_conv2d()
         self.pointwise = self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+        # An op (x, geometry) -> columns replacing ops.unfold for fp32 inputs, set from outside (the vision
+        # tokenizer's trainer sets a CPU kernel with its own gradient: train/vq_training.py); None: ops.unfold.
+        self.unfold = None
+        self.geometry = Tensor(np.array(self.kernel_size + self.stride + self.padding, np.int32))
 
     def construct(self, x):
         weight = self.weight.astype(x.dtype)
@@ -63,8 +68,11 @@ class Conv2d(nn.Cell):
         chunk = max(1, min(b, _IM2COL_BYTES // frame_bytes))
         outs = []
         for start in range(0, b, chunk):
-            cols = ops.unfold(x[start:start + chunk], kernel_size=(kh, kw), dilation=1, padding=(ph, pw),
-                              stride=(sh, sw))
+            if self.unfold is not None and x.dtype == ms.float32:
+                cols = self.unfold(x[start:start + chunk], self.geometry)
+            else:
+                cols = ops.unfold(x[start:start + chunk], kernel_size=(kh, kw), dilation=1, padding=(ph, pw),
+                                  stride=(sh, sw))
             # An explicit batch of weights: MindSpore's CPU BatchMatMul is faster than a broadcasting matmul.
             outs.append(ops.bmm(ops.broadcast_to(matrix, (cols.shape[0],) + matrix.shape), cols))
         out = outs[0] if len(outs) == 1 else ops.cat(outs, axis=0)
