@@ -13,3 +13,14 @@ def needs_kernel(name):
     except native.NativeKernelUnavailable as e:
         why = str(e)
     return pytest.mark.skipif(why is not None, reason=f"the {name} kernel cannot be built here: {why}")
+
+
+def without_compiler(monkeypatch, tmp_path):
+    """No kernel can be built from here on: an empty kernel cache and a compiler that does not exist."""
+    monkeypatch.setenv("EMU3_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+
+
+def assert_note_names_the_missing_compiler(capsys, note):
+    err = capsys.readouterr().err
+    assert note in err and "no-such-compiler" in err, err

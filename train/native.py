@@ -91,3 +91,14 @@ def library_or_note(name, without):
     except NativeKernelUnavailable as e:
         print(f"note: {without}: {e}", file=sys.stderr, flush=True)
         return None
+
+
+def cpu_kernel(name, switch, without):
+    """The path of ``library(name)`` for a kernel that replaces MindSpore's on the CPU, or None: on another device,
+    when the environment variable ``switch`` is "0", or (after a note on stderr saying ``without`` and why) when it
+    cannot be built here."""
+    from emu3.device import device_target
+
+    if device_target() != "CPU" or os.environ.get(switch, "1").strip() == "0":
+        return None
+    return library_or_note(name, without)

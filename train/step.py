@@ -33,17 +33,12 @@ def use_cross_entropy_kernel():
     ``EMU3_CROSS_ENTROPY_KERNEL=0`` keeps ops.cross_entropy; so does a machine without a C++ compiler (with a note).
     Called before the first graph is compiled (a compiled graph keeps the choice it was traced with)."""
     global _CROSS_ENTROPY_KERNEL
-    import os
+    from .native import cpu_kernel
 
-    from emu3.device import device_target
-    from .native import library_or_note
-
-    if _CROSS_ENTROPY_KERNEL is not None or device_target() != "CPU":
+    if _CROSS_ENTROPY_KERNEL is not None:
         return
-    if os.environ.get("EMU3_CROSS_ENTROPY_KERNEL", "1").strip() == "0":
-        return
-    path = library_or_note("cross_entropy", "the loss runs without its cross-entropy CPU kernel (slower, the same loss "
-                                            "to fp32 rounding)")
+    path = cpu_kernel("cross_entropy", "EMU3_CROSS_ENTROPY_KERNEL",
+                      "the loss runs without its cross-entropy CPU kernel (slower, the same loss to fp32 rounding)")
     if path is None:
         return
     backward = ops.Custom(f"{path}:CrossEntropyBackward", out_shape=lambda logits, *rest: logits,

@@ -155,19 +155,14 @@ def use_group_norm_kernel():
     backward one pass each over their input, where MindSpore's CPU kernels take ~20x that; the same results to fp32
     rounding). ``EMU3_GROUP_NORM_KERNEL=0`` keeps ops.group_norm; so does a machine without a C++ compiler (with a
     note). Installed for the whole process (``emu3.nn.layers.GroupNorm.kernel``), before the first graph compiles."""
-    import os
-
-    from emu3.device import device_target
     from emu3.nn.layers import GroupNorm
 
-    from .native import library_or_note
+    from .native import cpu_kernel
 
-    if GroupNorm.kernel is not None or device_target() != "CPU":
+    if GroupNorm.kernel is not None:
         return
-    if os.environ.get("EMU3_GROUP_NORM_KERNEL", "1").strip() == "0":
-        return
-    path = library_or_note("group_norm", "GroupNorm runs without its CPU kernel (slower, the same results to fp32 "
-                                         "rounding)")
+    path = cpu_kernel("group_norm", "EMU3_GROUP_NORM_KERNEL",
+                      "GroupNorm runs without its CPU kernel (slower, the same results to fp32 rounding)")
     if path is None:
         return
     backward = ops.Custom(f"{path}:GroupNormBackward",
@@ -189,21 +184,16 @@ def use_unfold_kernel(model):
     whose gradient (col2im) takes a fraction of MindSpore's Col2Im time; the same columns, bit for bit, and the same
     gradient up to the order of its sums. ``EMU3_UNFOLD_KERNEL=0`` keeps ops.unfold; so does a machine without a
     C++ compiler (with a note). Set before the model's first graph is compiled."""
-    import os
-
-    from emu3.device import device_target
     from emu3.nn.conv import Conv2d
 
-    from .native import library_or_note
+    from .native import cpu_kernel
 
-    if device_target() != "CPU" or os.environ.get("EMU3_UNFOLD_KERNEL", "1").strip() == "0":
-        return
     convs = [cell for _, cell in model.cells_and_names() if isinstance(cell, Conv2d)
              and not cell.native and not cell.pointwise]
     if not convs:
         return
-    path = library_or_note("unfold", "convolutions unfold without their CPU kernel (slower, the same results to "
-                                     "fp32 rounding)")
+    path = cpu_kernel("unfold", "EMU3_UNFOLD_KERNEL",
+                      "convolutions unfold without their CPU kernel (slower, the same results to fp32 rounding)")
     if path is None:
         return
     fold = ops.Custom(f"{path}:Fold", out_shape=lambda cols, geometry, x: x, out_dtype=lambda *dtypes: ms.float32,

@@ -7,7 +7,7 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor
 
-from native_kernels import needs_kernel
+from native_kernels import assert_note_names_the_missing_compiler, needs_kernel, without_compiler
 from train import step
 from train.sequences import IGNORE_INDEX
 
@@ -114,9 +114,7 @@ def test_switch_keeps_the_portable_loss(kernel_state, monkeypatch):
 
 
 def test_no_compiler_keeps_the_portable_loss_and_says_why(kernel_state, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("EMU3_CACHE_DIR", str(tmp_path))  # an empty cache: the kernel must be built
-    monkeypatch.setenv("CXX", "no-such-compiler")
+    without_compiler(monkeypatch, tmp_path)
     step.use_cross_entropy_kernel()
     assert step._CROSS_ENTROPY_KERNEL is None
-    err = capsys.readouterr().err
-    assert "without its cross-entropy CPU kernel" in err and "no-such-compiler" in err
+    assert_note_names_the_missing_compiler(capsys, "without its cross-entropy CPU kernel")

@@ -9,7 +9,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from emu3.nn.conv import Conv2d
-from native_kernels import needs_kernel
+from native_kernels import assert_note_names_the_missing_compiler, needs_kernel, without_compiler
 from train import vq_training
 
 
@@ -80,10 +80,8 @@ def test_switch_keeps_ops_unfold(monkeypatch):
 
 
 def test_no_compiler_keeps_ops_unfold_and_says_why(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("EMU3_CACHE_DIR", str(tmp_path))  # an empty cache: the kernel must be built
-    monkeypatch.setenv("CXX", "no-such-compiler")
+    without_compiler(monkeypatch, tmp_path)
     net = _Net(GEOMETRIES)
     vq_training.use_unfold_kernel(net)
     assert all(conv.unfold is None for conv in net.convs)
-    err = capsys.readouterr().err
-    assert "convolutions unfold without their CPU kernel" in err and "no-such-compiler" in err
+    assert_note_names_the_missing_compiler(capsys, "convolutions unfold without their CPU kernel")
