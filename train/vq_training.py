@@ -149,7 +149,6 @@ def codebook_usage(codes, codebook_size):
     return float((counts > 0).mean()), float(np.exp(-(nz * np.log(nz)).sum()))
 
 
-
 def use_group_norm_kernel():
     """On the CPU, the vision tokenizer's GroupNorms compute through train/kernels/group_norm.cc (forward and
     backward one pass each over their input, where MindSpore's CPU kernels take ~20x that; the same results to fp32
