@@ -149,16 +149,17 @@ def codebook_usage(codes, codebook_size):
     return float((counts > 0).mean()), float(np.exp(-(nz * np.log(nz)).sum()))
 
 
-def use_group_norm_kernel():
-    """On the CPU, the vision tokenizer's GroupNorms compute through train/kernels/group_norm.cc (forward and
-    backward one pass each over their input, where MindSpore's CPU kernels take ~20x that; the same results to fp32
-    rounding). ``EMU3_GROUP_NORM_KERNEL=0`` keeps ops.group_norm; so does a machine without a C++ compiler (with a
-    note). Installed for the whole process (``emu3.nn.layers.GroupNorm.kernel``), before the first graph compiles."""
+def use_group_norm_kernel(model):
+    """On the CPU, ``model``'s GroupNorms (``emu3.nn.layers.GroupNorm``) compute through train/kernels/group_norm.cc
+    (forward and backward one pass each over their input, where MindSpore's CPU kernels take ~20x that; the same
+    results to fp32 rounding). ``EMU3_GROUP_NORM_KERNEL=0`` keeps ops.group_norm; so does a machine without a C++
+    compiler (with a note). Set before the model's first graph is compiled."""
     from emu3.nn.layers import GroupNorm
 
     from .native import cpu_kernel
 
-    if GroupNorm.kernel is not None:
+    norms = [cell for _, cell in model.cells_and_names() if isinstance(cell, GroupNorm)]
+    if not norms:
         return
     path = cpu_kernel("group_norm", "EMU3_GROUP_NORM_KERNEL",
                       "GroupNorm runs without its CPU kernel (slower, the same results to fp32 rounding)")
@@ -172,10 +173,11 @@ def use_group_norm_kernel():
         dx, dweight, dbias = backward(x, weight, out[1], out[2], dout[0])
         return dx, dweight, dbias, ops.zeros_like(eps)
 
-    GroupNorm.kernel = ops.Custom(f"{path}:GroupNormForward",
-                                  out_shape=lambda x, weight, bias, eps: (x, x[:2], x[:2]),
-                                  out_dtype=lambda *dtypes: (ms.float32, ms.float32, ms.float32), func_type="aot",
-                                  bprop=bprop)
+    forward = ops.Custom(f"{path}:GroupNormForward", out_shape=lambda x, weight, bias, eps: (x, x[:2], x[:2]),
+                         out_dtype=lambda *dtypes: (ms.float32, ms.float32, ms.float32), func_type="aot",
+                         bprop=bprop)
+    for norm in norms:
+        norm.kernel = forward
 
 
 def use_unfold_kernel(model):
@@ -229,7 +231,7 @@ class VQTrainStep:
     """
 
     def __init__(self, loss, optimizer, max_grad_norm=1.0, compiled=True):
-        use_group_norm_kernel()
+        use_group_norm_kernel(loss.model)
         use_unfold_kernel(loss.model)
         self.optimizer = optimizer
         self._grad = ms.value_and_grad(loss, None, optimizer.params, has_aux=True)

@@ -51,14 +51,7 @@ class BatchNorm3d(nn.Cell):
 
 
 class GroupNorm(nn.Cell):
-    """GroupNorm with PyTorch parameter names (``weight``/``bias``), computed in the input dtype.
-
-    ``GroupNorm.kernel``, when set from outside (the vision tokenizer's trainer sets a CPU kernel pair, see
-    ``train/vq_training.py``), computes fp32 inputs instead of ``ops.group_norm``: an op (x as (B, G, C/G, S),
-    weight, bias, eps (1,)) -> (y, mean, rstd) with its own gradient. Set it before the first graph is compiled.
-    """
-
-    kernel = None
+    """GroupNorm with PyTorch parameter names (``weight``/``bias``), computed in the input dtype."""
 
     def __init__(self, num_groups, num_channels, eps=1e-6):
         super().__init__()
@@ -66,14 +59,18 @@ class GroupNorm(nn.Cell):
             raise ValueError(f"GroupNorm: {num_channels} channels cannot be split into {num_groups} groups")
         self.num_groups = num_groups
         self.eps = eps
+        # An op (x as (B, G, C/G, S), weight, bias, eps (1,)) -> (y, mean, rstd) replacing ops.group_norm for fp32
+        # inputs, set from outside (the vision tokenizer's trainer sets a CPU kernel pair with its own gradient:
+        # train/vq_training.py) before the first graph is compiled; None: ops.group_norm.
+        self.kernel = None
         self.eps_tensor = Tensor(np.array([eps], np.float32))
         self.weight = Parameter(Tensor(np.ones(num_channels, np.float32)))
         self.bias = Parameter(Tensor(np.zeros(num_channels, np.float32)))
 
     def construct(self, x):
-        if GroupNorm.kernel is not None and x.dtype == ms.float32:
+        if self.kernel is not None and x.dtype == ms.float32:
             grouped = x.reshape(x.shape[0], self.num_groups, x.shape[1] // self.num_groups, -1)
-            return GroupNorm.kernel(grouped, self.weight, self.bias, self.eps_tensor)[0].reshape(x.shape)
+            return self.kernel(grouped, self.weight, self.bias, self.eps_tensor)[0].reshape(x.shape)
         return ops.group_norm(x, self.num_groups, self.weight.astype(x.dtype), self.bias.astype(x.dtype), self.eps)
 
 

@@ -12,13 +12,6 @@ from native_kernels import assert_note_names_the_missing_compiler, needs_kernel,
 from train import vq_training
 
 
-@pytest.fixture
-def kernel_state(monkeypatch):
-    """Each test chooses the kernel afresh (the choice is per process) and leaves it as it found it."""
-    monkeypatch.setattr(GroupNorm, "kernel", None)
-    yield
-
-
 def _layer_and_input(shape, offset, seed=0):
     rng = np.random.default_rng(seed)
     layer = GroupNorm(4, shape[1])
@@ -45,11 +38,11 @@ def _outputs(layer, x, upstream, compiled):
 @needs_kernel("group_norm")
 @pytest.mark.parametrize("compiled", [True, False], ids=["graph", "pynative"])
 @pytest.mark.parametrize("shape, offset", [((2, 8, 5, 7), 0.0), ((3, 12, 4, 4, 3), 50.0)], ids=["4d", "5d-offset"])
-def test_kernel_equals_portable_group_norm(kernel_state, compiled, shape, offset):
+def test_kernel_equals_portable_group_norm(compiled, shape, offset):
     layer, x, upstream = _layer_and_input(shape, offset)
     portable = _outputs(layer, x, upstream, compiled)
-    vq_training.use_group_norm_kernel()
-    assert GroupNorm.kernel is not None
+    vq_training.use_group_norm_kernel(layer)
+    assert layer.kernel is not None
     fused = _outputs(layer, x, upstream, compiled)
     for name, ours, theirs in zip(("output", "input gradient", "weight gradient", "bias gradient"), fused, portable):
         scale = np.abs(theirs).max()
@@ -57,24 +50,26 @@ def test_kernel_equals_portable_group_norm(kernel_state, compiled, shape, offset
 
 
 @needs_kernel("group_norm")
-def test_kernel_matches_float64_group_norm(kernel_state):
+def test_kernel_matches_float64_group_norm():
     """Against the definition in float64: mean and biased variance over each (sample, group)."""
     layer, x, _ = _layer_and_input((2, 8, 6, 6), 10.0)
-    vq_training.use_group_norm_kernel()
+    vq_training.use_group_norm_kernel(layer)
     values = x.asnumpy().astype(np.float64).reshape(2, 4, -1)
     normed = (values - values.mean(-1, keepdims=True)) / np.sqrt(values.var(-1, keepdims=True) + layer.eps)
     expected = normed.reshape(2, 8, 6, 6) * layer.weight.asnumpy()[:, None, None] + layer.bias.asnumpy()[:, None, None]
     np.testing.assert_allclose(layer(x).asnumpy(), expected, rtol=0, atol=1e-5)
 
 
-def test_switch_keeps_the_portable_group_norm(kernel_state, monkeypatch):
+def test_switch_keeps_the_portable_group_norm(monkeypatch):
     monkeypatch.setenv("EMU3_GROUP_NORM_KERNEL", "0")
-    vq_training.use_group_norm_kernel()
-    assert GroupNorm.kernel is None
+    layer = GroupNorm(4, 8)
+    vq_training.use_group_norm_kernel(layer)
+    assert layer.kernel is None
 
 
-def test_no_compiler_keeps_the_portable_group_norm_and_says_why(kernel_state, monkeypatch, tmp_path, capsys):
+def test_no_compiler_keeps_the_portable_group_norm_and_says_why(monkeypatch, tmp_path, capsys):
     without_compiler(monkeypatch, tmp_path)
-    vq_training.use_group_norm_kernel()
-    assert GroupNorm.kernel is None
+    layer = GroupNorm(4, 8)
+    vq_training.use_group_norm_kernel(layer)
+    assert layer.kernel is None
     assert_note_names_the_missing_compiler(capsys, "GroupNorm runs without its CPU kernel")
