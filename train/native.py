@@ -2,12 +2,11 @@
 
 Where MindSpore's CPU graph has no kernel that does a job in one pass (the optimizer's in-place update, the loss's
 cross-entropy, the vision tokenizer's GroupNorm and im2col: see ``train/kernels/``), a few lines of C++ do, called
-as MindSpore "aot" Custom ops. They are built
-with the machine's C++ compiler (``$CXX``, else ``g++``/``c++``), tuned to its CPU (``-march=native``), into
-``emu3.device.cache_root()/native/`` under a name that hashes the source, the compiler, the flags and the CPU, so a
-cache shared between machines never hands one machine another's build. Without a compiler the callers fall back
-to MindSpore's own kernels (slower; the same results, bit for bit for AdamW, to fp32 rounding for the others), and
-say why.
+as MindSpore "aot" Custom ops. They are built with the machine's C++ compiler (``$CXX``, else ``g++``/``c++``),
+tuned to its CPU (``-march=native``), into ``emu3.device.cache_root()/native/`` under a name that hashes the source,
+the compiler, the flags and the CPU, so a cache shared between machines never hands one machine another's build.
+Without a compiler the callers fall back to MindSpore's own kernels (slower; the same results, bit for bit for
+AdamW, to fp32 rounding for the others), and say why.
 """
 
 import hashlib
