@@ -65,8 +65,9 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
     assert "codes shared across colours" in capfd.readouterr().out
     with pytest.raises(SystemExit, match="other settings"):  # its checkpoints are not resumed by another recipe
         oracle.main(["--world", str(out), "--llm-steps", "5"])
-    with pytest.raises(SystemExit, match="hold 1 to 250 patterns"):  # refused before anything is written
-        oracle.main(["--world", str(out), "--output-dir", str(tmp_path / "refused"), "--patterns", "999"])
+    with pytest.raises(SystemExit, match="hold 1 to 244 patterns"):  # refused before anything is written
+        oracle.main(["--world", str(out), "--output-dir", str(tmp_path / "refused"), "--patterns", "999",
+                     "--background-colour"])
     assert not (tmp_path / "refused").exists()
 
     capfd.readouterr()

@@ -118,13 +118,14 @@ def test_hand_made_codes_write_an_outline_the_same_in_every_colour():
     green = shapes.render("large", "green", "triangle", "black", 8, 12)
     codes = _fitted_codes(red)
     r, g = codes.encode(red), codes.encode(green)
-    outline = r >= oracle.FIRST_PATTERN
+    outline = r >= codes.first_pattern
     assert outline.any() and np.array_equal(r[outline], g[outline])  # shape: the same codes whatever the colour
-    inside = (r >= len(oracle.BACKGROUND_CODES)) & ~outline
-    assert inside.any() and set(r[inside]) == {oracle.COLOUR_CODES["red"]} and \
-        set(g[inside]) == {oracle.COLOUR_CODES["green"]}  # colour: only in fully covered cells
-    assert set(r[~(outline | inside)]) == {oracle.BACKGROUND_CODES["white"]}
-    assert set(g[~(outline | inside)]) == {oracle.BACKGROUND_CODES["black"]}
+    inside = (r >= codes.first_colour) & ~outline
+    assert inside.any() and set(r[inside]) == {codes.colour_code("red")} and \
+        set(g[inside]) == {codes.colour_code("green")}  # colour: only in fully covered cells
+    assert set(r[~(outline | inside)]) == {codes.background_code("white", "red")}
+    assert set(g[~(outline | inside)]) == {codes.background_code("black", "green")}
+    assert codes.background_code("white", "red") == codes.background_code("white", "green")
     # The codes hold the whole picture: decoded, it is the same pixels.
     assert np.array_equal(np.asarray(codes.decode(r)), np.asarray(red))
     assert np.array_equal(np.asarray(codes.decode(g)), np.asarray(green))
@@ -134,13 +135,32 @@ def test_hand_made_codes_with_colour_in_outlines_tie_the_outline_to_its_colour()
     red = shapes.render("large", "red", "triangle", "white", 8, 12)
     green = shapes.render("large", "green", "triangle", "white", 8, 12)
     codes = _fitted_codes(red, outline_colour=True)
-    assert len(codes.patterns) == (256 - oracle.FIRST_PATTERN) // 4 and codes.size <= 256
+    assert len(codes.patterns) == (256 - codes.first_pattern) // 4 and codes.size <= 256
     r, g = codes.encode(red), codes.encode(green)
-    outline = r >= oracle.FIRST_PATTERN
+    outline = r >= codes.first_pattern
     assert outline.any() and not (set(r[outline]) & set(g[outline]))  # the same outline, other codes
     assert np.array_equal(np.asarray(codes.decode(r)), np.asarray(red))
     with pytest.raises(ValueError, match="hold 1 to 62 patterns"):
         _fitted_codes(outline_colour=True, patterns=63)
+
+
+def test_hand_made_codes_with_colour_in_backgrounds_share_outlines_and_colour_every_empty_cell():
+    red = shapes.render("small", "red", "triangle", "white", 8, 12)
+    green = shapes.render("small", "green", "triangle", "white", 8, 12)
+    codes = _fitted_codes(red, background_colour=True)
+    assert codes.first_pattern == 2 * 4 + 4 and codes.size <= 256  # 8 backgrounds, 4 colours, then the patterns
+    with pytest.raises(ValueError, match="hold 1 to 244 patterns"):
+        _fitted_codes(background_colour=True, patterns=245)
+    r, g = codes.encode(red), codes.encode(green)
+    outline = r >= codes.first_pattern
+    assert outline.any() and np.array_equal(r[outline], g[outline])  # shape still shared
+    empty = r < codes.first_colour
+    assert set(r[empty]) == {codes.background_code("white", "red")}
+    assert set(g[empty]) == {codes.background_code("white", "green")}
+    assert codes.background_code("white", "red") != codes.background_code("white", "green")
+    # A small shape may cover no cell fully: its colour comes back from the empty cells.
+    for picture, grid in ((red, r), (green, g)):
+        assert np.array_equal(np.asarray(codes.decode(grid)), np.asarray(picture))
 
 
 def test_hand_made_codes_decode_any_grid_the_scorer_can_read():

@@ -7,8 +7,10 @@ the tokenizer's: an empty cell is its background's code, a fully covered cell it
 covered cell the code of its coverage pattern, whatever the colour (the patterns of the training pictures, the
 rest mapped to the nearest by Hamming distance). The same LLM recipe trained on them and scored the same way
 (drawn pictures are rebuilt from the codes exactly, with the colour of the fully covered cells) separates what the
-tokens limit from what the LLM does with tokens that share shape across colours. ``--outline-colour`` is the
-control: the same codes, but a partly covered cell's code carries its colour too, as the tokenizer's codes do.
+tokens limit from what the LLM does with tokens that share shape across colours. Two controls: with
+``--outline-colour`` a partly covered cell's code carries its colour too, as the tokenizer's codes do; with
+``--background-colour`` an empty cell's code carries the shape's colour (outlines still shared, colour in every
+cell: whether sharing the shape is enough when the colour is everywhere).
 
     python -m train.world.oracle --world outputs/tiny-world     # after bash scripts/tiny_world.sh
 
@@ -17,6 +19,7 @@ writes ``WORLD/oracle/`` (``prepared/`` shards, ``runs/llm``, ``metrics.json``) 
 
 import argparse
 import collections
+import itertools
 import os
 import subprocess
 import sys
@@ -28,10 +31,8 @@ from . import dataset, shapes
 from .checker import background_of, nearest_colour
 
 CELL = 8  # pixels per code, as the tokenizer's spatial factor
-BACKGROUND_CODES = {name: i for i, name in enumerate(shapes.BACKGROUNDS)}
 COLOUR_NAMES = tuple(shapes.COLOURS)
-COLOUR_CODES = {name: len(BACKGROUND_CODES) + i for i, name in enumerate(COLOUR_NAMES)}
-FIRST_PATTERN = len(BACKGROUND_CODES) + len(COLOUR_CODES)
+BACKGROUND_NAMES = tuple(shapes.BACKGROUNDS)
 
 
 def _cells(picture):
@@ -51,24 +52,41 @@ class HandMadeCodes:
     """Codes of the world's pictures, one per cell: ``fit`` learns the coverage patterns of partly covered cells,
     ``encode`` maps a picture to its (h, w) grid, ``decode`` a grid back to a picture.
 
-    With ``outline_colour`` a partly covered cell's code is its pattern *and* its colour, as the vision tokenizer's
-    codes are, while backgrounds and fully covered cells keep one code each: the control that tells shape shared
-    across colours from merely cleaner codes."""
+    Codes, in order: the backgrounds', the colours' (fully covered cells), then the coverage patterns'. Two controls
+    put the colour where the vision tokenizer's codes (or a tokenizer that spread it) would: ``outline_colour``, a
+    partly covered cell's code is its pattern *and* its colour, as the vision tokenizer's codes are, while
+    backgrounds and fully covered cells keep one code each (shape tied to colour, codes as clean); and
+    ``background_colour``, an empty cell's code is its background *and* the shape's colour (shape still shared
+    across colours, colour in every cell of the picture)."""
 
-    def __init__(self, patterns, outline_colour=False):
+    def __init__(self, patterns, outline_colour=False, background_colour=False):
         self.patterns = np.asarray(patterns, dtype=bool)  # (n, CELL * CELL)
         self.outline_colour = bool(outline_colour)
-        self.per_pattern = len(COLOUR_CODES) if self.outline_colour else 1
+        self.background_colour = bool(background_colour)
+        self.per_pattern = len(COLOUR_NAMES) if self.outline_colour else 1
+        self.per_background = len(COLOUR_NAMES) if self.background_colour else 1
+        self.first_colour = len(BACKGROUND_NAMES) * self.per_background
+        self.first_pattern = self.first_colour + len(COLOUR_NAMES)
 
     @property
     def size(self):
-        return FIRST_PATTERN + len(self.patterns) * self.per_pattern
+        return self.first_pattern + len(self.patterns) * self.per_pattern
+
+    def background_code(self, background, colour):
+        """The code of an empty cell on ``background`` in a picture whose shape is ``colour``."""
+        own = COLOUR_NAMES.index(colour) if self.background_colour else 0
+        return BACKGROUND_NAMES.index(background) * self.per_background + own
+
+    def colour_code(self, colour):
+        """The code of a cell the shape covers fully."""
+        return self.first_colour + COLOUR_NAMES.index(colour)
 
     @classmethod
-    def fit(cls, pictures, codebook_size, outline_colour=False, patterns=None):
+    def fit(cls, pictures, codebook_size, outline_colour=False, patterns=None, background_colour=False):
         """The most frequent coverage patterns of partly covered cells: ``patterns`` of them, or as many as
         ``codebook_size`` codes hold."""
-        room = (codebook_size - FIRST_PATTERN) // (len(COLOUR_CODES) if outline_colour else 1)
+        layout = cls([], outline_colour, background_colour)
+        room = (codebook_size - layout.first_pattern) // layout.per_pattern
         if patterns is not None and not 1 <= patterns <= room:
             raise ValueError(f"{codebook_size} codes hold 1 to {room} patterns here, not {patterns}")
         counts = collections.Counter()
@@ -78,48 +96,54 @@ class HandMadeCodes:
             counts.update(np.packbits(masks[i, j]).tobytes() for i, j in zip(*np.nonzero((coverage > 0)
                                                                                           & (coverage < 1))))
         kept = [key for key, _ in counts.most_common(patterns or room)]
-        return cls([np.unpackbits(np.frombuffer(key, np.uint8)).astype(bool) for key in kept], outline_colour)
+        return cls([np.unpackbits(np.frombuffer(key, np.uint8)).astype(bool) for key in kept], outline_colour,
+                   background_colour)
 
     def encode(self, picture):
         background, masks, pixels = _cells(picture)
         coverage = masks.mean(-1)
-        grid = np.full(coverage.shape, BACKGROUND_CODES[background], np.int32)
+        shape_colour = nearest_colour(pixels[masks].mean(0), shapes.COLOURS) if masks.any() else COLOUR_NAMES[0]
+        grid = np.full(coverage.shape, self.background_code(background, shape_colour), np.int32)
         for i, j in zip(*np.nonzero(coverage > 0)):
             name = nearest_colour(pixels[i, j][masks[i, j]].mean(0), shapes.COLOURS)
             if coverage[i, j] == 1:
-                grid[i, j] = COLOUR_CODES[name]
+                grid[i, j] = self.colour_code(name)
             else:
                 pattern = int((self.patterns != masks[i, j]).sum(-1).argmin())
                 own = COLOUR_NAMES.index(name) if self.outline_colour else 0
-                grid[i, j] = FIRST_PATTERN + pattern * self.per_pattern + own
+                grid[i, j] = self.first_pattern + pattern * self.per_pattern + own
         return grid
 
     def decode(self, grid):
-        """The picture of a grid: pattern cells take their own colour (``outline_colour``) or the grid's most
-        frequent colour, and the grid's most frequent background (grey when the grid has none); codes outside the
-        fitted ones count as background."""
+        """The picture of a grid: pattern cells take their own colour (``outline_colour``) or the colour most of
+        the grid's cells say, and the grid's most frequent background (grey when the grid has none); codes outside
+        the fitted ones count as background."""
         grid = np.asarray(grid)
-        colours = {code: np.asarray(shapes.COLOURS[n]) for n, code in COLOUR_CODES.items()}
-        backgrounds = {code: np.asarray(shapes.BACKGROUNDS[n]) for n, code in BACKGROUND_CODES.items()}
+        colour_of = {self.colour_code(c): np.asarray(shapes.COLOURS[c]) for c in COLOUR_NAMES}
+        background_of_code, says_colour = {}, dict(colour_of)
+        for b, c in itertools.product(BACKGROUND_NAMES, COLOUR_NAMES):
+            background_of_code[self.background_code(b, c)] = np.asarray(shapes.BACKGROUNDS[b])
+            if self.background_colour:
+                says_colour[self.background_code(b, c)] = np.asarray(shapes.COLOURS[c])
         grey = np.full(3, 128)
 
         def majority(table):
             found = collections.Counter(int(c) for c in grid.reshape(-1) if int(c) in table)
             return table[found.most_common(1)[0][0]] if found else grey
 
-        colour, background = majority(colours), majority(backgrounds)
+        colour, background = majority(says_colour), majority(background_of_code)
         h, w = grid.shape
         out = np.empty((h, w, CELL * CELL, 3), np.uint8)
         for (i, j), code in np.ndenumerate(grid):
             code = int(code)
-            if code in colours:
-                out[i, j] = colours[code]
-            elif FIRST_PATTERN <= code < self.size:
-                pattern, own = divmod(code - FIRST_PATTERN, self.per_pattern)
+            if code in colour_of:
+                out[i, j] = colour_of[code]
+            elif self.first_pattern <= code < self.size:
+                pattern, own = divmod(code - self.first_pattern, self.per_pattern)
                 fill = np.asarray(shapes.COLOURS[COLOUR_NAMES[own]]) if self.outline_colour else colour
                 out[i, j] = np.where(self.patterns[pattern][:, None], fill, background)
             else:
-                out[i, j] = backgrounds.get(code, background)
+                out[i, j] = background_of_code.get(code, background)
         out = out.reshape(h, w, CELL, CELL, 3).swapaxes(1, 2).reshape(h * CELL, w * CELL, 3)
         return Image.fromarray(out)
 
@@ -195,8 +219,11 @@ def parse_args(argv=None):
     p.add_argument("--outline-colour", action="store_true",
                    help="the control: a partly covered cell's code is its pattern and its colour, as the vision "
                         "tokenizer's codes are (backgrounds and fully covered cells keep one code each)")
+    p.add_argument("--background-colour", action="store_true",
+                   help="the other control: an empty cell's code is its background and the shape's colour (shape "
+                        "still shared across colours, colour in every cell)")
     p.add_argument("--patterns", type=int, help="coverage patterns kept (default: as many as the world's codebook "
-                                                "holds: 250, or 62 with --outline-colour)")
+                                                "holds: 250, 244 with --background-colour, 62 with --outline-colour)")
     return p.parse_args(argv)
 
 
@@ -218,27 +245,29 @@ def main(argv=None):
     settings = dataset.load(settings_path)
     steps = args.llm_steps or settings["llm_steps"]
     seed = settings["seed"] if args.seed is None else args.seed
-    out = os.path.abspath(args.output_dir or os.path.join(world, "oracle-outline-colour" if args.outline_colour
-                                                          else "oracle"))
+    variant = "".join(f"-{name}" for name, on in (("outline-colour", args.outline_colour),
+                                                   ("background-colour", args.background_colour)) if on)
+    out = os.path.abspath(args.output_dir or os.path.join(world, "oracle" + variant))
     data_dir = os.path.join(world, "data")
     codebook = Emu3VisionVQConfig.from_pretrained(os.path.join(world, "Emu3-VisionTokenizer")).codebook_size
     pictures = training_pictures(data_dir)
     try:
-        codes = HandMadeCodes.fit(pictures.values(), codebook, args.outline_colour, args.patterns)
+        codes = HandMadeCodes.fit(pictures.values(), codebook, args.outline_colour, args.patterns,
+                                  args.background_colour)
     except ValueError as e:
         raise SystemExit(f"error: --patterns: {e}") from None
 
     # A training of other steps or seed must not resume this one's checkpoints.
     differ = tiny_world.differing_settings(os.path.join(out, "settings.json"), {
         "world": world, "llm_steps": steps, "seed": seed, "outline_colour": args.outline_colour,
-        "patterns": args.patterns})
+        "background_colour": args.background_colour, "patterns": args.patterns}, {"background_colour": False})
     if differ:
         raise SystemExit(f"error: {out} holds a run with other settings ({', '.join(differ)}); pass another "
                          "--output-dir")
 
     paths = prepare(codes, data_dir, pictures, os.path.join(out, "prepared"))
-    per_pattern = f" x {len(COLOUR_CODES)} colours" if codes.outline_colour else ""
-    print(f"{len(codes.patterns)} coverage patterns{per_pattern} + {FIRST_PATTERN} background/colour codes for "
+    per_pattern = f" x {len(COLOUR_NAMES)} colours" if codes.outline_colour else ""
+    print(f"{len(codes.patterns)} coverage patterns{per_pattern} + {codes.first_pattern} background/colour codes for "
           f"{len(pictures)} training pictures, as token shards in {os.path.join(out, 'prepared')}", flush=True)
 
     run_dir = os.path.join(out, "runs", "llm")
@@ -253,9 +282,9 @@ def main(argv=None):
 
     metrics = score(run_dir, codes, dataset.load(os.path.join(data_dir, "eval.json")), seed)
     metrics["codes"] = {"patterns": len(codes.patterns), "outline_colour": codes.outline_colour,
-                        "llm_steps": steps, "seed": seed}
+                        "background_colour": codes.background_colour, "llm_steps": steps, "seed": seed}
     atomic_write_json(os.path.join(out, "metrics.json"), metrics, indent=2)
-    print(summary(metrics, _read_metrics(world), codes.outline_colour), flush=True)
+    print(summary(metrics, _read_metrics(world), codes), flush=True)
     return metrics
 
 
@@ -264,7 +293,7 @@ def _read_metrics(world):
     return dataset.load(path) if os.path.isfile(path) else None
 
 
-def summary(oracle, world=None, outline_colour=False):
+def summary(oracle, world=None, codes=None):
     """Both worlds' scores, held-out pairs then seen ones."""
     def cells(m, split):
         drawn, vqa = m["text_to_image"].get(split), m["vqa"].get(split)
@@ -273,7 +302,9 @@ def summary(oracle, world=None, outline_colour=False):
         return ("/".join(f"{100 * drawn[k]:.0f}" for k in ("colour", "shape", "size", "all"))
                 + f" %, VQA {100 * vqa['all']:.0f} % (shape {100 * vqa['shape']:.0f} %)")
 
-    name = "hand-made, colour in outlines" if outline_colour else "codes shared across colours"
+    name = ("hand-made, colour in outlines" if codes is not None and codes.outline_colour else
+            "hand-made, colour everywhere" if codes is not None and codes.background_colour else
+            "codes shared across colours")
     rows = [(name, oracle)] + ([("the world's vision tokenizer", world)] if world else [])
     lines = ["drawn colour/shape/size/all right, and questions answered right:"]
     for name, m in rows:
