@@ -1,14 +1,15 @@
-"""Shared by the tests of the C++ kernels (train/kernels/): skip them where a kernel cannot be built."""
+"""Shared by the tests of the C++ kernels (emu3/kernels/, train/kernels/): skip them where a kernel cannot be
+built."""
 
 import pytest
 
-from train import native
+from emu3 import native
 
 
-def needs_kernel(name):
-    """A skip marker for tests of ``train/kernels/{name}.cc``, active where it cannot be built (no compiler)."""
+def needs_kernel(name, kernels_dir=native.KERNELS_DIR):
+    """A skip marker for tests of ``{kernels_dir}/{name}.cc``, active where it cannot be built (no compiler)."""
     try:
-        native.library(name)
+        native.library(name, kernels_dir)
         why = None
     except native.NativeKernelUnavailable as e:
         why = str(e)

@@ -6,7 +6,7 @@ correction, so its first steps move parameters differently from the original rec
 keeps fp32 moments, and fp32 master weights for parameters stored in fp16/bf16.
 
 On the CPU the update of fp32 parameters runs in place, one C++ kernel pass per parameter
-(``train/kernels/adamw_inplace.cc``, built by ``train/native.py``): MindSpore's graph would compute the new weight
+(``train/kernels/adamw_inplace.cc``, built by ``emu3/native.py``): MindSpore's graph would compute the new weight
 and moments into fresh buffers and copy them back (Assign), and on the CPU those copies cost as much as the update
 (the 56 M model's norm + update: 93 -> 73 ms). Same arithmetic as the portable update below; ``EMU3_INPLACE_ADAMW=0``
 (or no C++ compiler) keeps the portable one.
@@ -132,7 +132,9 @@ def _use_inplace_kernel(requested, all_fp32):
     """Whether an AdamW updates through the in-place kernel (building it if so); see ``AdamW.__init__``."""
     global _INPLACE_KERNEL
     from emu3.device import device_target
-    from .native import library, library_or_note
+    from emu3.native import library, library_or_note
+
+    from . import KERNELS_DIR
 
     if requested is None:
         if os.environ.get("EMU3_INPLACE_ADAMW", "1").strip() == "0" or device_target() != "CPU" or not all_fp32:
@@ -142,8 +144,8 @@ def _use_inplace_kernel(requested, all_fp32):
     elif device_target() != "CPU" or not all_fp32:
         raise ValueError("the in-place AdamW kernel is for fp32 parameters on the CPU")
     if _INPLACE_KERNEL is None:
-        path = library("adamw_inplace") if requested else library_or_note(
-            "adamw_inplace", "AdamW updates without its in-place CPU kernel (slower, same results)")
+        path = library("adamw_inplace", KERNELS_DIR) if requested else library_or_note(
+            "adamw_inplace", "AdamW updates without its in-place CPU kernel (slower, same results)", KERNELS_DIR)
         if path is None:
             return False
         kernel = ops.Custom(f"{path}:InplaceAdamW", out_shape=lambda *shapes: (1,),

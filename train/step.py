@@ -33,12 +33,15 @@ def use_cross_entropy_kernel():
     ``EMU3_CROSS_ENTROPY_KERNEL=0`` keeps ops.cross_entropy; so does a machine without a C++ compiler (with a note).
     Called before the first graph is compiled (a compiled graph keeps the choice it was traced with)."""
     global _CROSS_ENTROPY_KERNEL
-    from .native import cpu_kernel
+    from emu3.native import cpu_kernel
+
+    from . import KERNELS_DIR
 
     if _CROSS_ENTROPY_KERNEL is not None:
         return
     path = cpu_kernel("cross_entropy", "EMU3_CROSS_ENTROPY_KERNEL",
-                      "the loss runs without its cross-entropy CPU kernel (slower, the same loss to fp32 rounding)")
+                      "the loss runs without its cross-entropy CPU kernel (slower, the same loss to fp32 rounding)",
+                      KERNELS_DIR)
     if path is None:
         return
     backward = ops.Custom(f"{path}:CrossEntropyBackward", out_shape=lambda logits, *rest: logits,

@@ -149,80 +149,6 @@ def codebook_usage(codes, codebook_size):
     return float((counts > 0).mean()), float(np.exp(-(nz * np.log(nz)).sum()))
 
 
-def use_group_norm_kernel(model):
-    """On the CPU, ``model``'s GroupNorms (``emu3.nn.layers.GroupNorm``) compute through train/kernels/group_norm.cc
-    (forward and backward one pass each over their input, where MindSpore's CPU kernels take ~20x that; the same
-    results to fp32 rounding). ``EMU3_GROUP_NORM_KERNEL=0`` keeps ops.group_norm; so does a machine without a C++
-    compiler (with a note). Set before the model's first graph is compiled."""
-    from emu3.nn.layers import GroupNorm
-
-    from .native import cpu_kernel
-
-    norms = [cell for _, cell in model.cells_and_names() if isinstance(cell, GroupNorm)]
-    if not norms:
-        return
-    path = cpu_kernel("group_norm", "EMU3_GROUP_NORM_KERNEL",
-                      "GroupNorm runs without its CPU kernel (slower, the same results to fp32 rounding)")
-    if path is None:
-        return
-    backward = ops.Custom(f"{path}:GroupNormBackward",
-                          out_shape=lambda x, weight, mean, rstd, dy: (x, weight, weight),
-                          out_dtype=lambda *dtypes: (ms.float32, ms.float32, ms.float32), func_type="aot")
-
-    def bprop(x, weight, bias, eps, out, dout):
-        dx, dweight, dbias = backward(x, weight, out[1], out[2], dout[0])
-        return dx, dweight, dbias, ops.zeros_like(eps)
-
-    forward = ops.Custom(f"{path}:GroupNormForward", out_shape=lambda x, weight, bias, eps: (x, x[:2], x[:2]),
-                         out_dtype=lambda *dtypes: (ms.float32, ms.float32, ms.float32), func_type="aot",
-                         bprop=bprop)
-    for norm in norms:
-        norm.kernel = forward
-
-
-def use_unfold_kernel(model):
-    """On the CPU, ``model``'s im2col convolutions (``emu3.nn.conv.Conv2d``) unfold through train/kernels/unfold.cc,
-    whose gradient (col2im) takes a fraction of MindSpore's Col2Im time; the same columns, bit for bit, and the same
-    gradient up to the order of its sums. ``EMU3_UNFOLD_KERNEL=0`` keeps ops.unfold; so does a machine without a
-    C++ compiler (with a note). Set before the model's first graph is compiled."""
-    from emu3.nn.conv import Conv2d
-
-    from .native import cpu_kernel
-
-    convs = [cell for _, cell in model.cells_and_names() if isinstance(cell, Conv2d)
-             and not cell.native and not cell.pointwise]
-    if not convs:
-        return
-    path = cpu_kernel("unfold", "EMU3_UNFOLD_KERNEL",
-                      "convolutions unfold without their CPU kernel (slower, the same results to fp32 rounding)")
-    if path is None:
-        return
-    fold = ops.Custom(f"{path}:Fold", out_shape=lambda cols, geometry, x: x, out_dtype=lambda *dtypes: ms.float32,
-                      func_type="aot")
-
-    def bprop(x, geometry, out, dout):
-        return fold(dout, geometry, x), ops.zeros_like(geometry)
-
-    def unfold_op(kh, kw, sh, sw, ph, pw):
-        def out_shape(x, geometry):
-            out_h, out_w = (x[2] + 2 * ph - kh) // sh + 1, (x[3] + 2 * pw - kw) // sw + 1
-            return (x[0], x[1] * kh * kw, out_h * out_w)
-
-        op = ops.Custom(f"{path}:Unfold", out_shape=out_shape, out_dtype=lambda *dtypes: ms.float32,
-                        func_type="aot", bprop=bprop)
-        # Told apart by an attribute: pynative caches inferred shapes per primitive and input shapes, and two
-        # geometries take the same input shapes.
-        op.add_prim_attr("geometry", [kh, kw, sh, sw, ph, pw])
-        return op
-
-    ops_by_geometry = {}
-    for conv in convs:
-        geometry = conv.kernel_size + conv.stride + conv.padding
-        if geometry not in ops_by_geometry:
-            ops_by_geometry[geometry] = unfold_op(*geometry)
-        conv.unfold = ops_by_geometry[geometry]
-
-
 class VQTrainStep:
     """``step(pixels, lr)`` -> (losses {total, reconstruction, codebook, commitment}, codes, latents, grad_norm).
 
@@ -231,8 +157,6 @@ class VQTrainStep:
     """
 
     def __init__(self, loss, optimizer, max_grad_norm=1.0, compiled=True):
-        use_group_norm_kernel(loss.model)
-        use_unfold_kernel(loss.model)
         self.optimizer = optimizer
         self._grad = ms.value_and_grad(loss, None, optimizer.params, has_aux=True)
         self._forward_backward = ms.jit(self._grads) if compiled else self._grads

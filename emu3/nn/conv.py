@@ -40,8 +40,8 @@ class Conv2d(nn.Cell):
         _init_parameters(self, in_channels, out_channels, self.kernel_size, bias)
         self.native = native_conv2d()
         self.pointwise = self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
-        # An op (x, geometry) -> columns replacing ops.unfold for fp32 inputs, set from outside (the vision
-        # tokenizer's trainer sets a CPU kernel with its own gradient: train/vq_training.py); None: ops.unfold.
+        # An op (x, geometry) -> columns replacing ops.unfold for fp32 inputs, set from outside (on the CPU, the
+        # vision tokenizer sets a C++ kernel with its own gradient: emu3/nn/cpu_kernels.py); None: ops.unfold.
         self.unfold = None
         self.geometry = Tensor(np.array(self.kernel_size + self.stride + self.padding, np.int32))
 

@@ -60,8 +60,8 @@ class GroupNorm(nn.Cell):
         self.num_groups = num_groups
         self.eps = eps
         # An op (x as (B, G, C/G, S), weight, bias, eps (1,)) -> (y, mean, rstd) replacing ops.group_norm for fp32
-        # inputs, set from outside (the vision tokenizer's trainer sets a CPU kernel pair with its own gradient:
-        # train/vq_training.py) before the first graph is compiled; None: ops.group_norm.
+        # inputs, set from outside before the first graph is compiled (on the CPU, the vision tokenizer sets a C++
+        # kernel pair with its own gradient: emu3/nn/cpu_kernels.py); None: ops.group_norm.
         self.kernel = None
         self.eps_tensor = Tensor(np.array([eps], np.float32))
         self.weight = Parameter(Tensor(np.ones(num_channels, np.float32)))

@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import Tensor
 
 from native_kernels import assert_note_names_the_missing_compiler, needs_kernel, without_compiler
-from train import step
+from train import KERNELS_DIR, step
 from train.sequences import IGNORE_INDEX
 
 
@@ -38,7 +38,7 @@ def _loss_and_grad(logits, targets, compiled):
     return float(loss.asnumpy()), grad.asnumpy()
 
 
-@needs_kernel("cross_entropy")
+@needs_kernel("cross_entropy", KERNELS_DIR)
 @pytest.mark.parametrize("compiled", [True, False], ids=["graph", "pynative"])
 def test_kernel_equals_portable_loss_and_gradient(kernel_state, compiled):
     logits, targets = _batch()
@@ -53,7 +53,7 @@ def test_kernel_equals_portable_loss_and_gradient(kernel_state, compiled):
     np.testing.assert_allclose(fused[1][~ignored].sum(-1), 0.0, atol=1e-5)  # softmax - one-hot sums to 0 per row
 
 
-@needs_kernel("cross_entropy")
+@needs_kernel("cross_entropy", KERNELS_DIR)
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_kernel_takes_either_target_width(kernel_state, dtype):
     logits, targets = _batch(vocab=37)
@@ -64,7 +64,7 @@ def test_kernel_takes_either_target_width(kernel_state, dtype):
     assert float(step.token_loss_sum(logits, wide).asnumpy()) == pytest.approx(expected, rel=1e-6)
 
 
-@needs_kernel("cross_entropy")
+@needs_kernel("cross_entropy", KERNELS_DIR)
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf], ids=["nan", "inf"])
 def test_a_non_finite_logit_makes_its_row_nan(kernel_state, bad_value):
     """fp16 loss scaling skips a step by the non-finite gradient an overflowed logit leaves: the kernel keeps it."""
@@ -77,7 +77,7 @@ def test_a_non_finite_logit_makes_its_row_nan(kernel_state, bad_value):
     assert np.isnan(grad[1, 2]).all() and np.isfinite(np.delete(grad.reshape(-1, 1000), 11, axis=0)).all()
 
 
-@needs_kernel("cross_entropy")
+@needs_kernel("cross_entropy", KERNELS_DIR)
 def test_kernel_exp_is_accurate_over_its_whole_range(kernel_state):
     """One logit at 0 and the rest spread over [-100, 0]: the gradient is the softmax (minus the one-hot), as exact
     as ops.cross_entropy's (both round x - log-sum-exp to fp32 first); values below fp32's normal range are 0."""
@@ -97,7 +97,7 @@ def test_kernel_exp_is_accurate_over_its_whole_range(kernel_state):
     assert np.abs(grad.reshape(-1)[~normal]).max() < 1e-37
 
 
-@needs_kernel("cross_entropy")
+@needs_kernel("cross_entropy", KERNELS_DIR)
 def test_kernel_refuses_a_target_outside_the_vocabulary(kernel_state):
     logits, targets = _batch(vocab=50)
     bad = targets.asnumpy()

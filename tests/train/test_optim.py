@@ -13,7 +13,8 @@ import pytest
 from mindspore import Parameter, Tensor
 
 from native_kernels import needs_kernel
-from train import native, optim
+from emu3 import native
+from train import KERNELS_DIR, optim
 from train.optim import AdamW
 from train.step import ClippedUpdate
 
@@ -42,7 +43,7 @@ def _train(inplace, compiled, steps=3):
     return optimizer, state
 
 
-@needs_kernel("adamw_inplace")
+@needs_kernel("adamw_inplace", KERNELS_DIR)
 @pytest.mark.parametrize("compiled", [True, False], ids=["graph", "pynative"])
 def test_inplace_kernel_equals_portable_update(compiled):
     inplace_optimizer, inplace = _train(True, compiled)
@@ -57,7 +58,7 @@ def test_inplace_kernel_equals_portable_update(compiled):
     assert inplace["step"] == 3
 
 
-@needs_kernel("adamw_inplace")
+@needs_kernel("adamw_inplace", KERNELS_DIR)
 def test_the_trainers_default_on_the_cpu_is_the_kernel(monkeypatch):
     assert AdamW(_params()).inplace
     monkeypatch.setenv("EMU3_INPLACE_ADAMW", "0")
@@ -76,7 +77,7 @@ def test_without_a_compiler_the_update_falls_back_and_says_why(monkeypatch, tmp_
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     monkeypatch.setattr(optim, "_INPLACE_KERNEL", None)
     with pytest.raises(native.NativeKernelUnavailable, match="no-such-compiler-xyz"):
-        native.library("adamw_inplace")
+        native.library("adamw_inplace", KERNELS_DIR)
     optimizer = AdamW(_params())
     assert not optimizer.inplace
     assert "without its in-place CPU kernel" in capsys.readouterr().err
@@ -88,26 +89,27 @@ def test_a_failed_build_names_the_compiler_and_leaves_nothing(monkeypatch, tmp_p
     monkeypatch.setenv("EMU3_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", "false")  # runs, exits 1
     with pytest.raises(native.NativeKernelUnavailable, match="false could not build"):
-        native.library("adamw_inplace")
+        native.library("adamw_inplace", KERNELS_DIR)
     assert os.listdir(tmp_path / "native") == []
 
 
-@needs_kernel("adamw_inplace")
+@needs_kernel("adamw_inplace", KERNELS_DIR)
 def test_the_library_is_built_once_per_machine_and_source(monkeypatch, tmp_path):
     monkeypatch.setenv("EMU3_CACHE_DIR", str(tmp_path))
-    path = native.library("adamw_inplace")
+    path = native.library("adamw_inplace", KERNELS_DIR)
     built = os.path.getmtime(path)
-    assert native.library("adamw_inplace") == path and os.path.getmtime(path) == built
+    assert native.library("adamw_inplace", KERNELS_DIR) == path and os.path.getmtime(path) == built
     monkeypatch.setattr(native, "_cpu_signature", lambda: "another cpu")
-    other = native.library("adamw_inplace")
+    other = native.library("adamw_inplace", KERNELS_DIR)
     assert other != path and sorted(os.listdir(tmp_path / "native")) == sorted(
         [os.path.basename(path), os.path.basename(other)])
 
 
-@needs_kernel("adamw_inplace")
+@needs_kernel("adamw_inplace", KERNELS_DIR)
 def test_processes_building_at_once_share_one_whole_library(tmp_path):
     """msrun's ranks start together on an empty cache: each builds beside the final name and renames into place."""
-    code = "from train import native; print(native.library('adamw_inplace'))"
+    code = ("from emu3 import native; from train import KERNELS_DIR; "
+            "print(native.library('adamw_inplace', KERNELS_DIR))")
     env = dict(os.environ, EMU3_CACHE_DIR=str(tmp_path), PYTHONPATH=REPO)
     runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
             for _ in range(3)]

@@ -1,10 +1,11 @@
-"""C++ kernels for the CPU (``train/kernels/*.cc``), compiled on first use and cached.
+"""C++ kernels for the CPU, compiled on first use and cached.
 
-Where MindSpore's CPU graph has no kernel that does a job in one pass (the optimizer's in-place update, the loss's
-cross-entropy, the vision tokenizer's GroupNorm and im2col: see ``train/kernels/``), a few lines of C++ do, called
-as MindSpore "aot" Custom ops. They are built with the machine's C++ compiler (``$CXX``, else ``g++``/``c++``),
-tuned to its CPU (``-march=native``), into ``emu3.device.cache_root()/native/`` under a name that hashes the source,
-the compiler, the flags and the CPU, so a cache shared between machines never hands one machine another's build.
+Where MindSpore's CPU graph has no kernel that does a job in one pass (the vision tokenizer's GroupNorm and im2col:
+``emu3/kernels/``, installed by ``emu3/nn/cpu_kernels.py``; the training suite's in-place AdamW update and the
+loss's cross-entropy: ``train/kernels/``), a few lines of C++ do, called as MindSpore "aot" Custom ops. They are
+built with the machine's C++ compiler (``$CXX``, else ``g++``/``c++``), tuned to its CPU (``-march=native``), into
+``emu3.device.cache_root()/native/`` under a name that hashes the source, the compiler, the flags and the CPU, so a
+cache shared between machines never hands one machine another's build.
 Without a compiler the callers fall back to MindSpore's own kernels (slower; the same results, bit for bit for
 AdamW, to fp32 rounding for the others), and say why.
 """
@@ -51,11 +52,12 @@ def _cpu_signature():
         return platform.processor() or platform.machine()
 
 
-def library(name):
-    """The path of ``train/kernels/{name}.cc`` built as a shared library (compiled now if not in the cache)."""
+def library(name, kernels_dir=KERNELS_DIR):
+    """The path of ``{kernels_dir}/{name}.cc`` (default: ``emu3/kernels/``) built as a shared library (compiled now
+    if not in the cache)."""
     from emu3.device import cache_root
 
-    source = os.path.join(KERNELS_DIR, f"{name}.cc")
+    source = os.path.join(kernels_dir, f"{name}.cc")
     with open(source, "rb") as f:
         code = f.read()
     compiler = _compiler()
@@ -85,21 +87,22 @@ def library(name):
     return path
 
 
-def library_or_note(name, without):
-    """``library(name)``, or None after a one-line note on stderr: ``without`` (what now runs without it), and why."""
+def library_or_note(name, without, kernels_dir=KERNELS_DIR):
+    """``library(name, kernels_dir)``, or None after a one-line note on stderr: ``without`` (what now runs without
+    it), and why."""
     try:
-        return library(name)
+        return library(name, kernels_dir)
     except NativeKernelUnavailable as e:
         print(f"note: {without}: {e}", file=sys.stderr, flush=True)
         return None
 
 
-def cpu_kernel(name, switch, without):
-    """The path of ``library(name)`` for a kernel that replaces MindSpore's on the CPU, or None: on another device,
-    when the environment variable ``switch`` is "0", or (after a note on stderr saying ``without`` and why) when it
-    cannot be built here."""
+def cpu_kernel(name, switch, without, kernels_dir=KERNELS_DIR):
+    """The path of ``library(name, kernels_dir)`` for a kernel that replaces MindSpore's on the CPU, or None: on
+    another device, when the environment variable ``switch`` is "0", or (after a note on stderr saying ``without``
+    and why) when it cannot be built here."""
     from emu3.device import device_target
 
     if device_target() != "CPU" or os.environ.get(switch, "1").strip() == "0":
         return None
-    return library_or_note(name, without)
+    return library_or_note(name, without, kernels_dir)

@@ -1,4 +1,4 @@
-"""The unfold (im2col) CPU kernel and its gradient (train/kernels/unfold.cc) against ops.unfold, inside the
+"""The unfold (im2col) CPU kernel and its gradient (emu3/kernels/unfold.cc) against ops.unfold, inside the
 vision tokenizer's Conv2d: the same columns bit for bit, the same input gradient to fp32 rounding, for the
 geometries Emu3's tokenizer uses (3x3 same-padding, 3x3 stride 2 without padding) and an odd one."""
 
@@ -10,7 +10,7 @@ from mindspore import Tensor, nn
 
 from emu3.nn.conv import Conv2d
 from native_kernels import assert_note_names_the_missing_compiler, needs_kernel, without_compiler
-from train import vq_training
+from emu3.nn import cpu_kernels
 
 
 class _Net(nn.Cell):
@@ -46,7 +46,7 @@ def test_kernel_equals_ops_unfold(compiled):
     x = Tensor(rng.standard_normal((2, 3, 9, 11)).astype(np.float32))
     upstream = [Tensor(rng.standard_normal(y.shape).astype(np.float32)) for y in net(x)]
     portable = _outputs(net, x, upstream, compiled)
-    vq_training.use_unfold_kernel(net)
+    cpu_kernels.use_unfold_kernel(net)
     assert all(conv.unfold is not None for conv in net.convs)
     fused = _outputs(net, x, upstream, compiled)
     for ours, theirs in zip(fused[0], portable[0]):
@@ -61,7 +61,7 @@ def test_fold_is_the_adjoint_of_unfold():
     """<unfold(x), c> = <x, fold(c)> for random x and c, in float64 arithmetic over the fp32 values."""
     rng = np.random.default_rng(1)
     net = _Net([(3, 2, 1)])
-    vq_training.use_unfold_kernel(net)
+    cpu_kernels.use_unfold_kernel(net)
     conv = net.convs[0]
     x = Tensor(rng.standard_normal((2, 3, 8, 7)).astype(np.float32))
     cols = conv.unfold(x, conv.geometry)
@@ -75,13 +75,13 @@ def test_fold_is_the_adjoint_of_unfold():
 def test_switch_keeps_ops_unfold(monkeypatch):
     monkeypatch.setenv("EMU3_UNFOLD_KERNEL", "0")
     net = _Net(GEOMETRIES)
-    vq_training.use_unfold_kernel(net)
+    cpu_kernels.use_unfold_kernel(net)
     assert all(conv.unfold is None for conv in net.convs)
 
 
 def test_no_compiler_keeps_ops_unfold_and_says_why(monkeypatch, tmp_path, capsys):
     without_compiler(monkeypatch, tmp_path)
     net = _Net(GEOMETRIES)
-    vq_training.use_unfold_kernel(net)
+    cpu_kernels.use_unfold_kernel(net)
     assert all(conv.unfold is None for conv in net.convs)
     assert_note_names_the_missing_compiler(capsys, "convolutions unfold without their CPU kernel")

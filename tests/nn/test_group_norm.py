@@ -1,4 +1,4 @@
-"""The GroupNorm CPU kernel (train/kernels/group_norm.cc) against ops.group_norm: output and the gradients of the
+"""The GroupNorm CPU kernel (emu3/kernels/group_norm.cc) against ops.group_norm: output and the gradients of the
 input, weight and bias, in graph and pynative mode; the switch that keeps the portable kernel."""
 
 import numpy as np
@@ -9,7 +9,7 @@ from mindspore import Tensor
 
 from emu3.nn.layers import GroupNorm
 from native_kernels import assert_note_names_the_missing_compiler, needs_kernel, without_compiler
-from train import vq_training
+from emu3.nn import cpu_kernels
 
 
 def _layer_and_input(shape, offset, seed=0):
@@ -41,7 +41,7 @@ def _outputs(layer, x, upstream, compiled):
 def test_kernel_equals_portable_group_norm(compiled, shape, offset):
     layer, x, upstream = _layer_and_input(shape, offset)
     portable = _outputs(layer, x, upstream, compiled)
-    vq_training.use_group_norm_kernel(layer)
+    cpu_kernels.use_group_norm_kernel(layer)
     assert layer.kernel is not None
     fused = _outputs(layer, x, upstream, compiled)
     for name, ours, theirs in zip(("output", "input gradient", "weight gradient", "bias gradient"), fused, portable):
@@ -53,7 +53,7 @@ def test_kernel_equals_portable_group_norm(compiled, shape, offset):
 def test_kernel_matches_float64_group_norm():
     """Against the definition in float64: mean and biased variance over each (sample, group)."""
     layer, x, _ = _layer_and_input((2, 8, 6, 6), 10.0)
-    vq_training.use_group_norm_kernel(layer)
+    cpu_kernels.use_group_norm_kernel(layer)
     values = x.asnumpy().astype(np.float64).reshape(2, 4, -1)
     normed = (values - values.mean(-1, keepdims=True)) / np.sqrt(values.var(-1, keepdims=True) + layer.eps)
     expected = normed.reshape(2, 8, 6, 6) * layer.weight.asnumpy()[:, None, None] + layer.bias.asnumpy()[:, None, None]
@@ -63,13 +63,13 @@ def test_kernel_matches_float64_group_norm():
 def test_switch_keeps_the_portable_group_norm(monkeypatch):
     monkeypatch.setenv("EMU3_GROUP_NORM_KERNEL", "0")
     layer = GroupNorm(4, 8)
-    vq_training.use_group_norm_kernel(layer)
+    cpu_kernels.use_group_norm_kernel(layer)
     assert layer.kernel is None
 
 
 def test_no_compiler_keeps_the_portable_group_norm_and_says_why(monkeypatch, tmp_path, capsys):
     without_compiler(monkeypatch, tmp_path)
     layer = GroupNorm(4, 8)
-    vq_training.use_group_norm_kernel(layer)
+    cpu_kernels.use_group_norm_kernel(layer)
     assert layer.kernel is None
     assert_note_names_the_missing_compiler(capsys, "GroupNorm runs without its CPU kernel")
