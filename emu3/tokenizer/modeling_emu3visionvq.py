@@ -336,7 +336,8 @@ class Emu3VisionVQModel(PreTrainedModel):
         self._compiled = {}
         self._graph_mode = False
         # On the CPU, GroupNorm and the convolutions' unfold run through C++ kernels: MindSpore's take several
-        # times as long (released size, a 256x256 image: 12.8 -> 9.7 s in graph mode). Elsewhere a no-op.
+        # times as long (released size, a 256x256 image: 13.1 -> 10.6 s in graph mode, README "Speed"). Elsewhere a
+        # no-op.
         use_cpu_kernels(self)
 
     # ---- execution mode -------------------------------------------------------------------------------------
