@@ -41,7 +41,7 @@ def parse_args(argv=None):
                    help="training pictures per (size, colour, shape, background) seen in training (default 30)")
     p.add_argument("--eval-per-combination", type=int, default=2, help="evaluation pictures per combination")
     p.add_argument("--vq-steps", type=int, default=240, help="vision tokenizer training steps (batch 8)")
-    p.add_argument("--llm-steps", type=int, default=400, help="LLM training steps (batch 16)")
+    p.add_argument("--llm-steps", type=int, default=800, help="LLM training steps (batch 16)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--vq-codebook-seeding", choices=("random", "kmeans++"), default="random",
                    help="how the vision tokenizer's initial and restarted codes are drawn from latents (its "
