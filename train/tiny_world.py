@@ -72,8 +72,11 @@ class World:
         # A setting added since that world was made was then at its default.
         differ = differing_settings(os.path.join(self.marks, "settings.json"), settings, vars(parse_args([])))
         if differ:
-            raise SystemExit(f"error: {self.out} holds a tiny world made with other settings ({', '.join(differ)}); "
-                             "pass another --output-dir, or delete that folder to start over")
+            # The flags that continue it: a world made before a default changed (e.g. --llm-steps) stays usable.
+            flags = " ".join(f"--{k.replace('_', '-')} {recorded}" for k, (recorded, _) in differ.items())
+            raise SystemExit(f"error: {self.out} holds a tiny world made with other settings "
+                             f"({describe_differences(differ)}); pass another --output-dir, delete that folder to "
+                             f"start over, or continue it with {flags}")
 
     def run_stage(self, number, name, fn):
         mark = os.path.join(self.marks, f"{name}.json")
@@ -211,16 +214,21 @@ class World:
 
 
 def differing_settings(path, settings, defaults=None):
-    """``settings`` against those recorded at ``path`` (recorded there the first time): "key recorded -> now" for
+    """``settings`` against those recorded at ``path`` (recorded there the first time): {key: (recorded, now)} for
     each that differs; a key recorded before it existed counts at ``defaults[key]``."""
     if not os.path.isfile(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write_json(path, settings, indent=2)
-        return []
+        return {}
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
     saved = {k: saved.get(k, (defaults or {}).get(k)) for k in settings}
-    return [f"{k} {saved[k]} -> {settings[k]}" for k in settings if saved[k] != settings[k]]
+    return {k: (saved[k], settings[k]) for k in settings if saved[k] != settings[k]}
+
+
+def describe_differences(differ):
+    """"key recorded -> now, ..." of a ``differing_settings`` result."""
+    return ", ".join(f"{k} {recorded} -> {now}" for k, (recorded, now) in differ.items())
 
 
 def llm_training(init_dir, data_paths, run_dir, steps, seed, npus=1):

@@ -75,7 +75,7 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
     printed = capfd.readouterr().out
     assert printed.count("done earlier, skipped") == len(tiny_world.STAGES)
 
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(SystemExit, match="other settings .*continue it with --llm-steps 8$"):
         tiny_world.main(argv[:-1] + ["9"])
 
 
@@ -90,6 +90,24 @@ def test_a_world_made_before_a_setting_existed_is_taken_at_its_default(tmp_path)
                                                     "kmeans++"]))
     with pytest.raises(SystemExit, match="vq_codebook_seeding random -> kmeans"):
         other.check_settings()
+
+
+def test_a_world_made_with_an_older_default_is_refused_with_the_flags_that_continue_it(tmp_path):
+    marks = tmp_path / ".stages"
+    marks.mkdir()
+    old = {k: v for k, v in vars(tiny_world.parse_args([])).items() if k in tiny_world.SETTINGS}
+    default_steps, default_seed = old["llm_steps"], old["seed"]
+    old.update(llm_steps=default_steps // 2, seed=default_seed + 1)  # made before the default grew, another seed
+    (marks / "settings.json").write_text(json.dumps(old))
+    with pytest.raises(SystemExit) as refused:
+        tiny_world.World(tiny_world.parse_args(["--output-dir", str(tmp_path)])).check_settings()
+    message = str(refused.value)
+    assert f"llm_steps {default_steps // 2} -> {default_steps}" in message
+    assert f"seed {default_seed + 1} -> {default_seed}" in message
+    flags = message.split("continue it with ")[1].split()
+    assert json.loads((marks / "settings.json").read_text()) == old  # the record is left as it was
+    # The flags it names are the ones that are accepted.
+    tiny_world.World(tiny_world.parse_args(["--output-dir", str(tmp_path), *flags])).check_settings()
 
 
 def test_an_interrupted_stage_runs_again_and_counts_its_earlier_time(tmp_path, monkeypatch):

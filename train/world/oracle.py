@@ -262,8 +262,8 @@ def main(argv=None):
         "world": world, "llm_steps": steps, "seed": seed, "outline_colour": args.outline_colour,
         "background_colour": args.background_colour, "patterns": args.patterns}, {"background_colour": False})
     if differ:
-        raise SystemExit(f"error: {out} holds a run with other settings ({', '.join(differ)}); pass another "
-                         "--output-dir")
+        raise SystemExit(f"error: {out} holds a run with other settings ({tiny_world.describe_differences(differ)}); "
+                         "pass another --output-dir")
 
     paths = prepare(codes, data_dir, pictures, os.path.join(out, "prepared"))
     per_pattern = f" x {len(COLOUR_NAMES)} colours" if codes.outline_colour else ""
