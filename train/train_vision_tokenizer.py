@@ -8,9 +8,10 @@ folder (``--model_name_or_path Emu3-VisionTokenizer``), on a folder of images or
         --train_data_path images/ --output_dir runs/vq --image_size 64 --max_steps 2000
 
 Losses (``train/vq_training.py``): L1 (or L2) reconstruction + codebook + commitment, straight-through estimator;
-the codebook is initialised from encoder latents when training from scratch and unused codes are restarted. No
-perceptual or adversarial term: both need networks this project does not ship (LPIPS's VGG weights, a
-discriminator recipe), and on small synthetic worlds the plain objective is enough.
+the codebook is initialised from encoder latents when training from scratch and unused codes are restarted.
+Optional, off by default: an adversarial term (``--gan_weight``, a PatchGAN discriminator with hinge losses as
+VQGAN / MoVQ: ``train/vq_discriminator.py``). No perceptual (LPIPS) term: it needs pretrained VGG and LPIPS
+weights, which this project cannot fetch or test.
 
 Outputs follow the LLM trainer: ``checkpoint-{step}/`` (the model in the released layout + optimizer and trainer
 state; an interrupted run resumes from the newest one when started again), and the final model in ``--output_dir``
@@ -33,6 +34,8 @@ import numpy as np  # noqa: E402
 
 from train.arguments import _bool, add_adamw_arguments  # noqa: E402
 
+LOGGED_LOSSES = ("loss", "reconstruction", "codebook", "commitment", "adversarial", "discriminator")
+DISCRIMINATOR, DISCRIMINATOR_OPTIMIZER = "discriminator", "discriminator_optimizer"  # checkpoint name prefixes
 ARCHITECTURE_FIELDS = ("codebook_size", "embed_dim", "z_channels", "ch", "ch_mult", "num_res_blocks",
                        "attn_resolutions", "temporal_downsample_factor")
 
@@ -71,6 +74,15 @@ def build_parser():
     _bool(g, "--codebook_init_from_data", None,
           "initialise the codebook from encoder latents of the first batch (default: True from scratch, False "
           "when continuing a trained tokenizer)")
+    g.add_argument("--gan_weight", type=float, default=0.0,
+                   help="weight of the adversarial (generator) loss of a PatchGAN discriminator trained alongside "
+                   "(hinge losses, as VQGAN; default 0 = off, no discriminator)")
+    g.add_argument("--gan_start_step", type=int, default=0,
+                   help="steps trained without the adversarial term before the discriminator and the term start "
+                   "(VQGAN's disc_start: the decoder learns to reconstruct first; default 0)")
+    g.add_argument("--discriminator_layers", type=int, default=3,
+                   help="stride-2 layers of the discriminator (default 3: one score per 70x70-pixel patch)")
+    g.add_argument("--discriminator_channels", type=int, default=64, help="its first layer's width (default 64)")
 
     g = p.add_argument_group("optimisation")
     add_adamw_arguments(g, learning_rate=1e-4, schedule="constant")
@@ -105,6 +117,17 @@ def parse_args(argv=None):
         p.error("--learning_rate must be positive")
     if args.output_init_scale < 0:
         p.error(f"--output_init_scale must be >= 0, got {args.output_init_scale}")
+    if args.gan_weight < 0 or args.gan_start_step < 0:
+        p.error("--gan_weight and --gan_start_step must be >= 0")
+    if args.gan_weight > 0:
+        from train.vq_discriminator import patch_grid
+
+        if args.discriminator_layers < 1 or args.discriminator_channels < 1:
+            p.error("--discriminator_layers and --discriminator_channels must be positive")
+        if patch_grid(args.image_size, args.discriminator_layers) < 1:
+            p.error(f"--image_size {args.image_size} is too small for a discriminator of "
+                    f"{args.discriminator_layers} layers (it needs at least {3 * 2 ** args.discriminator_layers} "
+                    "pixels): lower --discriminator_layers")
     return args
 
 
@@ -174,6 +197,7 @@ class VisionTokenizerTrainer:
 
         from emu3.tokenizer import Emu3VisionVQModel
         from train.optim import AdamW, learning_rates
+        from train.vq_discriminator import DiscriminatorStep
         from train.vq_training import CodebookKeeper, VQTrainingLoss, VQTrainStep
 
         a = self.args
@@ -186,9 +210,12 @@ class VisionTokenizerTrainer:
         self.model.set_train(True)
         self.optimizer = AdamW(self.model.trainable_params(), a.weight_decay, (a.adam_beta1, a.adam_beta2),
                                a.adam_epsilon)
+        self.discriminator = self._build_discriminator() if a.gan_weight > 0 else None
         self.step_fn = VQTrainStep(VQTrainingLoss(self.model, a.codebook_weight, a.commitment_weight,
-                                                  a.reconstruction_loss),
+                                                  a.reconstruction_loss, self.discriminator),
                                    self.optimizer, a.max_grad_norm, compiled=a.mode == 0)
+        if self.discriminator is not None:
+            self.d_step = DiscriminatorStep(self.discriminator, self.d_optimizer, a.max_grad_norm, a.mode == 0)
         self.keeper = CodebookKeeper(self.model.quantize.embedding.weight, a.codebook_restart_steps, a.seed,
                                      a.codebook_seeding)
         self.lrs = learning_rates(a.learning_rate, a.lr_scheduler_type, a.warmup_steps, self.total_steps,
@@ -202,14 +229,38 @@ class VisionTokenizerTrainer:
                  f"{a.per_device_train_batch_size}, {self.steps_per_epoch} steps per epoch, {self.total_steps} steps, "
                  f"{'graph' if a.mode == 0 else 'pynative'} mode")
 
+    def _build_discriminator(self):
+        from train.optim import AdamW
+        from train.vq_discriminator import PatchDiscriminator
+
+        a = self.args
+        discriminator = PatchDiscriminator(3, a.discriminator_channels, a.discriminator_layers, seed=a.seed)
+        discriminator.set_train(True)
+        # VQGAN's betas; no weight decay.
+        self.d_optimizer = AdamW(discriminator.trainable_params(), 0.0, (0.5, 0.9), a.adam_epsilon)
+        return discriminator
+
+    def _training_tensors(self):
+        """{name: tensor} a checkpoint keeps besides the model: the optimizer's state and, with the adversarial
+        term, the discriminator's weights (batch-norm statistics included) and its optimizer's state."""
+        out = dict(self.optimizer.state())
+        if self.discriminator is not None:
+            out.update({f"{DISCRIMINATOR}.{k}": v for k, v in self.discriminator.parameters_and_names()})
+            out.update({f"{DISCRIMINATOR_OPTIMIZER}.{k}": v for k, v in self.d_optimizer.state().items()})
+        return out
+
     def _restore(self):
+        from mindspore import Tensor
+
         from train.checkpointing import load_resume_state
 
         try:
-            state, tensors = load_resume_state(self.resume_path, list(self.optimizer.state()))
+            state, tensors = load_resume_state(self.resume_path, list(self._training_tensors()))
         except (OSError, ValueError) as e:
-            raise SystemExit(f"error: {e}") from None
-        self.optimizer.load_state(tensors)
+            raise SystemExit(f"error: {e} (a vision tokenizer's checkpoint holds its discriminator when --gan_weight "
+                             "> 0: resume with the same --gan_weight setting)") from None
+        for name, param in self._training_tensors().items():
+            param.set_data(Tensor(tensors[name]).astype(param.dtype))
         self.state = {k: state[k] for k in ("global_step", "epoch", "batches_in_epoch")}
         self.keeper.usage[:] = np.asarray(state["codebook_usage"], np.int64)
         self.log(f"resumed from {self.resume_path}: step {self.state['global_step']}")
@@ -237,12 +288,19 @@ class VisionTokenizerTrainer:
             step = self.state["global_step"]
             if step == 0 and init:
                 self.keeper.initialise(self._latents(pixels))
-            losses, codes, latents, norm = self.step_fn.step(pixels, self.lrs[step])
+            adversarial = self.discriminator is not None and step >= a.gan_start_step
+            losses, codes, latents, norm, recon = self.step_fn.step(pixels, self.lrs[step],
+                                                                    a.gan_weight if adversarial else 0.0)
+            if adversarial:  # the discriminator's update on this batch and its reconstructions
+                losses["discriminator"] = self.d_step.step(pixels, recon, self.lrs[step])[0]
+            else:
+                losses.pop("adversarial", None)  # not part of the objective yet
             self.state.update(global_step=step + 1, batches_in_epoch=b + 1)
             # No restarts in the last quarter: the decoder gets to fit the codebook it will be used with.
             restarted = self.keeper.observe(codes, latents, step + 1, restart=step + 1 <= 0.75 * self.total_steps)
             for k, v in losses.items():
                 window[k] = window.get(k, 0.0) + v
+                window[f"n_{k}"] = window.get(f"n_{k}", 0) + 1  # the adversarial terms start mid-window
             window["n"] += 1
             window["restarted"] = window.get("restarted", 0) + restarted
             if not all(math.isfinite(v) for v in losses.values()):
@@ -271,15 +329,17 @@ class VisionTokenizerTrainer:
         usage, perplexity = codebook_usage(codes.asnumpy(), self.config.codebook_size)
         record = {"step": self.state["global_step"], "epoch": round(self.state["epoch"] + self.state[
                   "batches_in_epoch"] / self.steps_per_epoch, 4)}
-        record.update({k: window[k] / n for k in ("loss", "reconstruction", "codebook", "commitment")})
+        record.update({k: window[k] / window[f"n_{k}"] for k in LOGGED_LOSSES if k in window})
         record.update(lr=self.lrs[self.state["global_step"] - 1], grad_norm=norm, batch_code_usage=usage,
                       batch_perplexity=perplexity, codes_restarted=window.get("restarted", 0),
                       images_per_s=n * self.args.per_device_train_batch_size / elapsed)
         with open(os.path.join(self.args.output_dir, log_file), "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        adversarial = "" if "adversarial" not in record else \
+            f", adversarial {record['adversarial']:.4f}, discriminator {record['discriminator']:.4f}"
         self.log(f"step {record['step']}/{self.total_steps} loss {record['loss']:.4f} (rec "
-                 f"{record['reconstruction']:.4f}, codebook {record['codebook']:.4f}) lr {record['lr']:.3g} "
-                 f"codes used {usage:.0%} perplexity {perplexity:.1f} restarted {record['codes_restarted']} "
+                 f"{record['reconstruction']:.4f}, codebook {record['codebook']:.4f}{adversarial}) "
+                 f"lr {record['lr']:.3g} codes used {usage:.0%} perplexity {perplexity:.1f} restarted {record['codes_restarted']} "
                  f"{record['images_per_s']:.1f} images/s")
 
     # ---- saving ----------------------------------------------------------------------------------------------------
@@ -294,7 +354,7 @@ class VisionTokenizerTrainer:
         state = dict(self.state, total_steps=self.total_steps, seed=a.seed,
                      codebook_usage=self.keeper.usage.tolist())
         path = save_checkpoint(a.output_dir, self.state["global_step"], self._weights(), self.config,
-                               self.processor, self.optimizer.state(), state, a.save_total_limit)
+                               self.processor, self._training_tensors(), state, a.save_total_limit)
         plot_losses(a.output_dir)
         self.log(f"saved {path}")
 

@@ -24,15 +24,22 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from .step import ClippedUpdate
+from .vq_discriminator import generator_loss
 
 RECONSTRUCTION_LOSSES = ("l1", "l2")
 SEEDINGS = ("random", "kmeans++")  # the trainers' --codebook_seeding choices
 
 
 class VQTrainingLoss(nn.Cell):
-    """pixels (B, 3, H, W) in [-1, 1] -> (total loss, (reconstruction, codebook, commitment, codes, latents))."""
+    """(pixels (B, 3, H, W) in [-1, 1], adversarial weight) -> (total loss, (reconstruction, codebook, commitment,
+    codes, latents, adversarial, reconstructed pixels)).
 
-    def __init__(self, model, codebook_weight=1.0, commitment_weight=0.25, reconstruction="l1"):
+    With a ``discriminator`` (``train/vq_discriminator.py``) and ``gan_weight`` > 0 (a Python number: compiled
+    graphs take it as a constant, so the steps before the adversarial term starts run without the discriminator)
+    the total adds ``gan_weight`` x its generator loss; otherwise the adversarial loss is 0.
+    """
+
+    def __init__(self, model, codebook_weight=1.0, commitment_weight=0.25, reconstruction="l1", discriminator=None):
         super().__init__()
         if reconstruction not in RECONSTRUCTION_LOSSES:
             raise ValueError(f"reconstruction loss must be one of {RECONSTRUCTION_LOSSES}, got {reconstruction!r}")
@@ -41,8 +48,9 @@ class VQTrainingLoss(nn.Cell):
         self.commitment_weight = float(commitment_weight)
         self.l1 = reconstruction == "l1"
         self.frames = model.config.temporal_downsample_factor
+        self.discriminator = discriminator
 
-    def construct(self, pixels):
+    def construct(self, pixels, gan_weight=0.0):
         b, c, h, w = pixels.shape
         z = self.model.encode_latents(pixels.reshape(b, 1, c, h, w), self.frames).astype(ms.float32)  # (B,1,C,h,w)
         codes = self.model.quantize(z)  # nearest entries: no gradient flows through the argmin
@@ -55,7 +63,11 @@ class VQTrainingLoss(nn.Cell):
         diff = recon - pixels.astype(ms.float32)
         reconstruction = ops.abs(diff).mean() if self.l1 else (diff ** 2).mean()
         total = reconstruction + self.codebook_weight * codebook + self.commitment_weight * commitment
-        return total, (reconstruction, codebook, commitment, codes, z)
+        adversarial = ops.zeros((), ms.float32)
+        if self.discriminator is not None and gan_weight > 0:
+            adversarial = generator_loss(self.discriminator(recon))
+            total = total + gan_weight * adversarial
+        return total, (reconstruction, codebook, commitment, codes, z, adversarial, recon)
 
 
 class CodebookKeeper:
@@ -150,7 +162,8 @@ def codebook_usage(codes, codebook_size):
 
 
 class VQTrainStep:
-    """``step(pixels, lr)`` -> (losses {total, reconstruction, codebook, commitment}, codes, latents, grad_norm).
+    """``step(pixels, lr, gan_weight=0)`` -> (losses {loss, reconstruction, codebook, commitment[, adversarial]},
+    codes, latents, grad_norm, reconstructed pixels).
 
     Compiled as the LLM's TrainStep: forward + backward (returning the codes and latents the CodebookKeeper
     needs), then clipping + AdamW (``ClippedUpdate``). ``compiled=False`` runs both op by op with the same numbers.
@@ -158,6 +171,7 @@ class VQTrainStep:
 
     def __init__(self, loss, optimizer, max_grad_norm=1.0, compiled=True):
         self.optimizer = optimizer
+        self.adversarial = loss.discriminator is not None
         self._grad = ms.value_and_grad(loss, None, optimizer.params, has_aux=True)
         self._forward_backward = ms.jit(self._grads) if compiled else self._grads
         # No operator fusion for the update: on the CPU, AdamW's in-place kernel makes it one kernel per parameter
@@ -166,14 +180,16 @@ class VQTrainStep:
         # ~17 s more of first compile, and changed the tiny world's numbers.
         self._update = ClippedUpdate(optimizer, max_grad_norm, compiled)
 
-    def _grads(self, pixels):
-        (total, (reconstruction, codebook, commitment, codes, latents)), grads = self._grad(pixels)
-        return (total, reconstruction, codebook, commitment, codes, latents) + tuple(grads)
+    def _grads(self, pixels, gan_weight):
+        (total, aux), grads = self._grad(pixels, gan_weight)
+        return (total,) + tuple(aux) + tuple(grads)
 
-    def step(self, pixels, lr):
-        total, reconstruction, codebook, commitment, codes, latents, *grads = \
-            self._forward_backward(Tensor(pixels, ms.float32))
+    def step(self, pixels, lr, gan_weight=0.0):
+        total, reconstruction, codebook, commitment, codes, latents, adversarial, recon, *grads = \
+            self._forward_backward(Tensor(pixels, ms.float32), float(gan_weight))
         norm = self._update(lr, 1.0, grads)
         losses = {"loss": float(total.asnumpy()), "reconstruction": float(reconstruction.asnumpy()),
                   "codebook": float(codebook.asnumpy()), "commitment": float(commitment.asnumpy())}
-        return losses, codes, latents, float(norm.asnumpy())
+        if self.adversarial:
+            losses["adversarial"] = float(adversarial.asnumpy())
+        return losses, codes, latents, float(norm.asnumpy()), recon

@@ -106,3 +106,44 @@ def test_a_fresh_decoder_starts_with_a_scaled_output_layer(pictures, tmp_path):
     trained = load_file(str(tmp_path / "trained" / "model.safetensors"))
     continued = weights(trainer("c", "--model_name_or_path", str(tmp_path / "trained")))
     np.testing.assert_array_equal(continued["decoder.conv_out.weight"], trained["decoder.conv_out.weight"])
+
+
+def test_the_adversarial_term_starts_when_asked_and_resumes_exactly(pictures, tmp_path):
+    gan = ("--gan_weight", "0.1", "--gan_start_step", "1", "--discriminator_layers", "2",
+           "--discriminator_channels", "8")
+    whole = tmp_path / "whole"
+    _run(pictures, whole, "--max_steps", "4", *gan)
+    log = [json.loads(line) for line in open(whole / "train_log.jsonl")]
+    assert ["adversarial" in r for r in log] == [False, True, True, True]  # after one step without it
+    assert all(np.isfinite(r["discriminator"]) and r["discriminator"] >= 0 for r in log[1:])
+    saved = load_file(str(whole / "checkpoint-2" / "optimizer.safetensors"))
+    assert any(k.startswith("discriminator.") and k.endswith("moving_mean") for k in saved)
+    assert any(k.startswith("discriminator_optimizer.exp_avg.") for k in saved)
+    # The released-layout model holds the tokenizer only.
+    assert not any("discriminator" in k for k in load_file(str(whole / "model.safetensors")))
+
+    # Resumed from step 2: the discriminator and its optimizer come back too, so the run ends where it would have.
+    part = tmp_path / "part"
+    os.makedirs(part / "checkpoint-2")
+    for name in os.listdir(whole / "checkpoint-2"):
+        (part / "checkpoint-2" / name).write_bytes((whole / "checkpoint-2" / name).read_bytes())
+    _run(pictures, part, "--max_steps", "4", *gan)
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    resumed = [json.loads(line) for line in open(part / "train_log.jsonl")]
+    assert resumed[-1]["discriminator"] == pytest.approx(log[-1]["discriminator"], rel=1e-4)
+
+    # Without the flag, that checkpoint is refused with the reason, and nothing is trained.
+    logged = (part / "train_log.jsonl").read_text()
+    with pytest.raises(SystemExit, match="--gan_weight"):
+        _run(pictures, part, "--max_steps", "6")
+    assert (part / "train_log.jsonl").read_text() == logged
+
+
+def test_a_discriminator_too_deep_for_the_pictures_is_refused(pictures, tmp_path, capsys):
+    folder, config = pictures
+    with pytest.raises(SystemExit):
+        train_vision_tokenizer.parse_args(["--config_name", config, "--train_data_path", folder, "--output_dir",
+                                           str(tmp_path), "--image_size", "16", "--gan_weight", "0.1"])
+    assert "too small for a discriminator of 3 layers" in capsys.readouterr().err
