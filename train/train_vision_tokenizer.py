@@ -339,8 +339,8 @@ class VisionTokenizerTrainer:
             f", adversarial {record['adversarial']:.4f}, discriminator {record['discriminator']:.4f}"
         self.log(f"step {record['step']}/{self.total_steps} loss {record['loss']:.4f} (rec "
                  f"{record['reconstruction']:.4f}, codebook {record['codebook']:.4f}{adversarial}) "
-                 f"lr {record['lr']:.3g} codes used {usage:.0%} perplexity {perplexity:.1f} restarted {record['codes_restarted']} "
-                 f"{record['images_per_s']:.1f} images/s")
+                 f"lr {record['lr']:.3g} codes used {usage:.0%} perplexity {perplexity:.1f} "
+                 f"restarted {record['codes_restarted']} {record['images_per_s']:.1f} images/s")
 
     # ---- saving ----------------------------------------------------------------------------------------------------
     def _weights(self):
