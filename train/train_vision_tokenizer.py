@@ -119,6 +119,10 @@ def parse_args(argv=None):
         p.error(f"--output_init_scale must be >= 0, got {args.output_init_scale}")
     if args.gan_weight < 0 or args.gan_start_step < 0:
         p.error("--gan_weight and --gan_start_step must be >= 0")
+    adversarial_flags = [f"--{k}" for k in ("gan_start_step", "discriminator_layers", "discriminator_channels")
+                         if getattr(args, k) != p.get_default(k)]
+    if args.gan_weight == 0 and adversarial_flags:
+        p.error(f"{', '.join(adversarial_flags)} set the adversarial term, which is off: add --gan_weight (e.g. 0.1)")
     if args.gan_weight > 0:
         from train.vq_discriminator import patch_grid
 

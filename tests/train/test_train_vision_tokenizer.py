@@ -147,3 +147,7 @@ def test_a_discriminator_too_deep_for_the_pictures_is_refused(pictures, tmp_path
         train_vision_tokenizer.parse_args(["--config_name", config, "--train_data_path", folder, "--output_dir",
                                            str(tmp_path), "--image_size", "16", "--gan_weight", "0.1"])
     assert "too small for a discriminator of 3 layers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the term's settings without the term: said, not silently ignored
+        train_vision_tokenizer.parse_args(["--config_name", config, "--train_data_path", folder, "--output_dir",
+                                           str(tmp_path), "--gan_start_step", "100"])
+    assert "--gan_start_step set the adversarial term, which is off" in capsys.readouterr().err
