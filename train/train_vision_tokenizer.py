@@ -297,8 +297,6 @@ class VisionTokenizerTrainer:
                                                                     a.gan_weight if adversarial else 0.0)
             if adversarial:  # the discriminator's update on this batch and its reconstructions
                 losses["discriminator"] = self.d_step.step(pixels, recon, self.lrs[step])[0]
-            else:
-                losses.pop("adversarial", None)  # not part of the objective yet
             self.state.update(global_step=step + 1, batches_in_epoch=b + 1)
             # No restarts in the last quarter: the decoder gets to fit the codebook it will be used with.
             restarted = self.keeper.observe(codes, latents, step + 1, restart=step + 1 <= 0.75 * self.total_steps)

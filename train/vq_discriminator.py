@@ -93,7 +93,8 @@ class DiscriminatorLoss(nn.Cell):
 
 class DiscriminatorStep:
     """``step(real, fake, lr)`` -> (hinge loss, gradient norm): one update of the discriminator on a batch of
-    pictures and their reconstructions (taken as constants: nothing flows back to the tokenizer)."""
+    pictures and their reconstructions (inputs: gradients are taken for the discriminator's weights only, so
+    nothing flows back to the tokenizer)."""
 
     def __init__(self, discriminator, optimizer, max_grad_norm=1.0, compiled=True):
         from .step import ClippedUpdate
@@ -103,6 +104,6 @@ class DiscriminatorStep:
         self._update = ClippedUpdate(optimizer, max_grad_norm, compiled)
 
     def step(self, real, fake, lr):
-        loss, grads = self._forward_backward(Tensor(real, ms.float32), ops.stop_gradient(fake))
+        loss, grads = self._forward_backward(Tensor(real, ms.float32), fake)
         norm = self._update(lr, 1.0, grads)
         return float(loss.asnumpy()), float(norm.asnumpy())

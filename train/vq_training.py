@@ -162,8 +162,8 @@ def codebook_usage(codes, codebook_size):
 
 
 class VQTrainStep:
-    """``step(pixels, lr, gan_weight=0)`` -> (losses {loss, reconstruction, codebook, commitment[, adversarial]},
-    codes, latents, grad_norm, reconstructed pixels).
+    """``step(pixels, lr, gan_weight=0)`` -> (losses {loss, reconstruction, codebook, commitment[, adversarial when
+    gan_weight > 0]}, codes, latents, grad_norm, reconstructed pixels).
 
     Compiled as the LLM's TrainStep: forward + backward (returning the codes and latents the CodebookKeeper
     needs), then clipping + AdamW (``ClippedUpdate``). ``compiled=False`` runs both op by op with the same numbers.
@@ -190,6 +190,6 @@ class VQTrainStep:
         norm = self._update(lr, 1.0, grads)
         losses = {"loss": float(total.asnumpy()), "reconstruction": float(reconstruction.asnumpy()),
                   "codebook": float(codebook.asnumpy()), "commitment": float(commitment.asnumpy())}
-        if self.adversarial:
+        if self.adversarial and gan_weight > 0:  # only while the term is part of the objective
             losses["adversarial"] = float(adversarial.asnumpy())
         return losses, codes, latents, float(norm.asnumpy()), recon

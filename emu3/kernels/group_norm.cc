@@ -1,8 +1,8 @@
 // GroupNorm of fp32 activations, forward and backward, as torch.nn.functional.group_norm: one pass per group for
 // the statistics and one for the output. MindSpore's CPU GroupNorm kernels take ~20x a memory-bound pass (5.9 ms
 // forward for a (8, 32, 64, 64) input; with the backward, ~21 % of the tiny world's vision-tokenizer training
-// step). Set on a model's GroupNorms (their `kernel`) by train/vq_training.py as MindSpore "aot" Custom ops, on the
-// CPU only.
+// step). Set on a model's GroupNorms (their `kernel`) by emu3/nn/cpu_kernels.py as MindSpore "aot" Custom ops, on
+// the CPU only.
 //
 // GroupNormForward: inputs x (B, G, Cg, S) fp32 (channels c = g * Cg + j, S spatial positions), weight (G * Cg,),
 //   bias (G * Cg,), eps (1,); outputs y (B, G, Cg, S), mean (B, G), rstd (B, G): y = (x - mean) * rstd * weight[c]

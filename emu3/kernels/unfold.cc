@@ -1,8 +1,8 @@
 // im2col and its gradient (col2im) for fp32 images, as torch.nn.functional.unfold / fold with dilation 1: the
 // convolutions of emu3.nn.conv.Conv2d on the CPU are an unfold and a batched matmul. MindSpore's CPU Im2Col and
 // Col2Im kernels took 54 + 88 ms of the tiny world's vision-tokenizer training step (Col2Im 7-9 ms per call at the
-// 64x64 level, ~5 GB/s). Called by train/vq_training.py as MindSpore "aot" Custom ops
-// (emu3.nn.conv.Conv2d.unfold_kernel), on the CPU only.
+// 64x64 level, ~5 GB/s). Set on the convolutions (emu3.nn.conv.Conv2d.unfold) by emu3/nn/cpu_kernels.py as
+// MindSpore "aot" Custom ops, on the CPU only.
 //
 // Unfold: inputs x (B, C, H, W) fp32, geometry (6,) int32 = (kh, kw, sh, sw, ph, pw); output cols (B, C * kh * kw,
 //   out_h * out_w), rows ordered (c, ky, kx), out_h = (H + 2 ph - kh) / sh + 1 (likewise out_w); zero padding.

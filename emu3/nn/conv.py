@@ -41,7 +41,8 @@ class Conv2d(nn.Cell):
         self.native = native_conv2d()
         self.pointwise = self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
         # An op (x, geometry) -> columns replacing ops.unfold for fp32 inputs, set from outside (on the CPU, the
-        # vision tokenizer sets a C++ kernel with its own gradient: emu3/nn/cpu_kernels.py); None: ops.unfold.
+        # vision tokenizer and its training discriminator set a C++ kernel with its own gradient:
+        # emu3/nn/cpu_kernels.py); None: ops.unfold.
         self.unfold = None
         self.geometry = Tensor(np.array(self.kernel_size + self.stride + self.padding, np.int32))
 
