@@ -134,14 +134,15 @@ def load_model(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    # The user's input is checked before MindSpore loads (seconds): a wrong path is an answer at once.
+    check_folder("--model-path", args.model_path)
+    check_output_dir("--output-dir", args.output_dir)
+    frames, is_video = load_frames(args)
+    check_dtype(args.dtype)
     from emu3.device import device_target
     from emu3.metrics import psnr, ssim
     import mindspore as ms
 
-    check_folder("--model-path", args.model_path)
-    check_output_dir("--output-dir", args.output_dir)
-    check_dtype(args.dtype)
-    frames, is_video = load_frames(args)
     model, processor = load_model(args)
     temporal = model.config.temporal_downsample_factor
     if is_video and len(frames) % temporal:

@@ -74,10 +74,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def check_model_paths(args):
-    """Paths and dtype, before any model is loaded."""
+def check_model_folders(args):
+    """The model paths name folders (checked before MindSpore loads: a wrong path is an answer within a second)."""
     for flag in ("model_path", "vq_path", "tokenizer_path"):
         check_folder(f"--{flag.replace('_', '-')}", getattr(args, flag))
+
+
+def check_model_paths(args):
+    """Paths and dtype, before any model is loaded."""
+    check_model_folders(args)
     check_dtype(args.dtype)
 
 
@@ -131,13 +136,13 @@ def slug(text, limit=40):
 
 def main(argv=None):
     args = parse_args(argv)
+    prompts = args.prompt or [DEFAULT_PROMPT]
+    check_output_dir("--output-dir", args.output_dir)
+    check_model_paths(args)
     from emu3.device import device_target
     from emu3.mllm.processing_emu3 import image_token_budget
     from emu3.mllm.utils_emu3 import image_generation_kwargs
 
-    prompts = args.prompt or [DEFAULT_PROMPT]
-    check_model_paths(args)
-    check_output_dir("--output-dir", args.output_dir)
     model, processor = load_components(args)
     image_area = args.image_area or getattr(model.config, "image_area", None) or 720 * 720
     try:

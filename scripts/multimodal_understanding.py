@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import emu3  # noqa: E402,F401  (before MindSpore loads: see emu3/_openmp.py)
 
 from autoencode import check_output_dir, open_image  # noqa: E402
-from image_generation import add_model_args, check_model_paths, load_components  # noqa: E402
+from image_generation import add_model_args, check_model_folders, check_model_paths, load_components  # noqa: E402
 
 DEFAULT_PROMPT = "Please describe the image"
 STAGE1_CHAT_TEMPLATE = "{image_prompt}{text_prompt}"
@@ -57,12 +57,14 @@ def load_images(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from emu3.device import device_target
-
-    check_model_paths(args)
+    # The user's input is checked before MindSpore loads (seconds): a wrong path is an answer at once.
+    check_model_folders(args)
     if args.output_dir:
         check_output_dir("--output-dir", args.output_dir)
     images = load_images(args)
+    check_model_paths(args)
+    from emu3.device import device_target
+
     prompts = args.prompt or [DEFAULT_PROMPT]
     if len(prompts) == 1:
         prompts = prompts * len(images)

@@ -208,6 +208,21 @@ def test_missing_model_folder_is_the_same_error_everywhere(tmp_path, script):
 
 
 @pytest.mark.parametrize("script", ["autoencode.py", "image_generation.py", "multimodal_understanding.py"])
+def test_wrong_paths_are_answered_before_mindspore_loads(tmp_path, script):
+    """Loading MindSpore takes seconds: a mistyped path is reported without it."""
+    import subprocess
+
+    (tmp_path / "afile").write_text("x")
+    path = os.path.join(REPO, "scripts", script)
+    argv = [path, "--model-path", "/nope", "--output-dir", str(tmp_path / "afile")]
+    code = (f"import runpy, sys\nsys.argv = {argv!r}\n"
+            f"try:\n    runpy.run_path({path!r}, run_name='__main__')\nexcept SystemExit as e:\n    print(e)\n"
+            "print('mindspore loaded:', 'mindspore' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "error: " in result.stdout and "mindspore loaded: False" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", ["autoencode.py", "image_generation.py", "multimodal_understanding.py"])
 def test_bf16_on_cpu_is_refused_up_front(tmp_path, script):
     result = _run([script, "--dtype", "bf16"], tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr
