@@ -42,10 +42,10 @@ def _inputs(factor):
     return image, video
 
 
-def _check(model, reference, graph):
+def _check(model, reference, graph, video=True):
     model.set_graph_mode(graph)
     try:
-        for pixels in _inputs(model.config.spatial_factor):
+        for pixels in _inputs(model.config.spatial_factor)[:2 if video else 1]:
             codes = model.encode(ms.Tensor(pixels)).asnumpy()
             expected = reference_encode(reference, pixels)
             assert codes.shape == expected.shape
@@ -74,7 +74,9 @@ def test_released_topology_pynative(released_pair):
 
 @pytest.mark.slow
 def test_released_topology_graph(released_pair):
-    _check(*released_pair, graph=True)
+    # Images only: compiling the clip graphs too would double the test's time; the compiled clip path is checked at
+    # the tiny topology (test_tiny_graph), the released topology's clips in pynative.
+    _check(*released_pair, graph=True, video=False)
 
 
 def test_image_equals_four_identical_frames(tiny_pair):
