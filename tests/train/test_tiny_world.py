@@ -130,3 +130,20 @@ def test_an_interrupted_stage_runs_again_and_counts_its_earlier_time(tmp_path, m
     assert not (tmp_path / ".stages" / "data.partial.json").exists()
     world.run_stage(1, "data", lambda: calls.append("third"))  # done: skipped
     assert calls == ["first", "second"] and world.timings["data"] == 40.0
+
+
+@pytest.mark.parametrize("shortened", [False, True])
+def test_stages_compile_only_when_the_work_pays_for_it(tmp_path, monkeypatch, shortened):
+    """The default world compiles the vision tokenizer's training and the prepare scripts' encoder (README, design
+    notes: 'Compiling pays only for long work'); the suite's shortened world runs them op by op."""
+    flags = ["--output-dir", str(tmp_path), "--train-per-combination", "2", "--vq-steps", "8"] if shortened else \
+        ["--output-dir", str(tmp_path)]
+    world = tiny_world.World(tiny_world.parse_args(flags))
+    world.data()
+    commands = []
+    monkeypatch.setattr(world, "run", lambda command, env=None: commands.append(command))
+    monkeypatch.setattr(tiny_world, "_publish", lambda *args: None)
+    world.vision_tokenizer()
+    world.prepare()
+    modes = [command[command.index("--mode") + 1] for command in commands]
+    assert modes == (["1", "pynative", "pynative"] if shortened else ["0", "graph", "graph"])
