@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import emu3  # noqa: E402,F401  (before MindSpore loads: see emu3/_openmp.py)
 
-from autoencode import check_output_dir, open_image  # noqa: E402
-from image_generation import add_model_args, check_model_folders, check_model_paths, load_components  # noqa: E402
+from autoencode import check_dtype, check_output_dir, open_image  # noqa: E402
+from image_generation import add_model_args, check_model_folders, load_components  # noqa: E402
 
 DEFAULT_PROMPT = "Please describe the image"
 STAGE1_CHAT_TEMPLATE = "{image_prompt}{text_prompt}"
@@ -62,7 +62,7 @@ def main(argv=None):
     if args.output_dir:
         check_output_dir("--output-dir", args.output_dir)
     images = load_images(args)
-    check_model_paths(args)
+    check_dtype(args.dtype)
     from emu3.device import device_target
 
     prompts = args.prompt or [DEFAULT_PROMPT]

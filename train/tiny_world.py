@@ -173,11 +173,11 @@ class World:
 
     def prepare(self):
         for task, script in (("t2i", "prepare_vision_data.py"), ("vqa", "prepare_vqa_data.py")):
-            with open(self.path("data", f"{task}_train.json")) as f:
+            data = self.path("data", f"{task}_train.json")
+            with open(data) as f:
                 compiled = len(json.load(f)) >= PREPARE_COMPILED_FROM_PICTURES
             self.run([sys.executable, os.path.join(REPO, "train", script),
-                      "--model-path", self.path("Emu3-VisionTokenizer"),
-                      "--data-path", self.path("data", f"{task}_train.json"),
+                      "--model-path", self.path("Emu3-VisionTokenizer"), "--data-path", data,
                       "--output-path", self.path("prepared", task), "--image-area", str(IMAGE_AREA),
                       "--batch-size", "32", "--mode", "graph" if compiled else "pynative"])
 

@@ -45,7 +45,8 @@ def _inputs(factor):
 def _check(model, reference, graph, video=True):
     model.set_graph_mode(graph)
     try:
-        for pixels in _inputs(model.config.spatial_factor)[:2 if video else 1]:
+        image, clip = _inputs(model.config.spatial_factor)
+        for pixels in (image, clip) if video else (image,):
             codes = model.encode(ms.Tensor(pixels)).asnumpy()
             expected = reference_encode(reference, pixels)
             assert codes.shape == expected.shape
