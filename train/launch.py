@@ -125,25 +125,56 @@ def _resume_problem(train_args, npus, sp):
     return None
 
 
+def _stop_scheduler(msrun_pid):
+    """Stop msrun's scheduler process after a worker failed. msrun kills the other workers within a second, then
+    waits for its scheduler, which waits out the dead workers' heartbeats (~30 s) with nothing left to do: the
+    error would reach the user that much later. The scheduler runs the training script with MS_ROLE=MS_SCHED."""
+    import signal
+
+    try:
+        with open(f"/proc/{msrun_pid}/task/{msrun_pid}/children") as f:
+            children = [int(pid) for pid in f.read().split()]
+    except OSError:
+        return  # msrun has exited, or this system has no /proc: msrun's own wait stands
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if b"MS_ROLE=MS_SCHED" in f.read().split(b"\0"):
+                    os.kill(pid, signal.SIGTERM)
+        except OSError:
+            continue
+
+
+# Seconds between msrun reporting a failed worker and stopping its scheduler: msrun polls its workers every second
+# and kills the others before it waits for the scheduler.
+_SCHEDULER_GRACE_S = 3.0
+
+
 def _run_quietly(command):
     """Run msrun, passing its output through except the scheduler's own INFO/WARNING chatter (it ignores
     GLOG_v); the workers' full logs stay in the log folder. Returns (exit code, [(pid, code) of each worker msrun
-    saw fail])."""
+    saw fail]). Once a worker has failed, msrun's scheduler is stopped rather than waited for."""
     import re
     import subprocess
+    import threading
 
     chatter = re.compile(r"^\[(INFO|WARNING)\] (DISTRIBUTED|ME|DEVICE|RUNTIME_FRAMEWORK)\(")
     failed = re.compile(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)")
     exits = []
     with subprocess.Popen(command, env=msrun_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           bufsize=1) as proc:
+        stopper = threading.Timer(_SCHEDULER_GRACE_S, _stop_scheduler, [proc.pid])
+        stopper.daemon = True
         for line in proc.stdout:
             found = failed.search(line)
             if found:
                 exits.append((int(found.group(1)), int(found.group(2))))
+                if len(exits) == 1:
+                    stopper.start()
             if not chatter.match(line):
                 sys.stdout.write(line)
                 sys.stdout.flush()
+    stopper.cancel()
     return proc.returncode, exits
 
 

@@ -178,7 +178,8 @@ def test_a_killed_rank_stops_the_others_with_a_message(tmp_path, llm_dir, t2i_da
         if launch.poll() is None:
             launch.kill()
     assert launch.returncode != 0
-    assert time.monotonic() - killed < 180
+    # msrun alone waits out the dead rank's heartbeat (~30 s more); the launcher stops its scheduler instead.
+    assert time.monotonic() - killed < 20, time.monotonic() - killed
     assert "distributed training stopped" in stderr and "rank 1" in stderr, stderr[-2000:]
     assert _rank_process(0, str(out)) is None  # rank 0 did not stay behind, waiting on a collective
 
