@@ -56,6 +56,8 @@ def build_parser():
     g.add_argument("--image_area", type=int, default=None, help="written into the model config (default: config's)")
     g.add_argument("--max_position_embeddings", type=int, default=None,
                    help="sequence budget; samples are padded to it (default: the model config's)")
+    g.add_argument("--eval_data_path", nargs="+", default=None,
+                   help="folder(s) of held-out samples (as --train_data_path): their loss is logged as eval_loss")
 
     g = p.add_argument_group("optimisation")
     add_adamw_arguments(g, learning_rate=5e-5, schedule="linear")
@@ -94,6 +96,12 @@ def build_parser():
     g.add_argument("--save_steps", type=int, default=500)
     g.add_argument("--save_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
     g.add_argument("--logging_steps", type=int, default=10)
+    g.add_argument("--eval_strategy", "--evaluation_strategy", dest="eval_strategy",
+                   choices=("no", "steps", "epoch"), default=None,
+                   help="when to evaluate on --eval_data_path during training (default: steps when it is given, "
+                        "else no); with --eval_data_path the final model is evaluated too, into eval_results.json")
+    g.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: --logging_steps)")
+    g.add_argument("--per_device_eval_batch_size", type=int, default=8)
     g.add_argument("--run_name", default=None, help="a name for the logs (default: the output folder's)")
     g.add_argument("--resume", default=None, help="a checkpoint-{step} folder; by default the newest checkpoint in "
                                                   "--output_dir is resumed, as the original does")
@@ -124,6 +132,14 @@ def parse_args(argv=None):
         problems.append("--sequence_parallel_shards must be >= 1")
     if args.trainable_hidden_layers is not None and args.trainable_hidden_layers < 0:
         problems.append("--trainable_hidden_layers must be >= 0")
+    if args.eval_strategy is None:
+        args.eval_strategy = "steps" if args.eval_data_path else "no"
+    elif args.eval_strategy != "no" and not args.eval_data_path:
+        problems.append(f"--eval_strategy {args.eval_strategy} needs --eval_data_path (the samples to evaluate on)")
+    if args.eval_steps is None:
+        args.eval_steps = args.logging_steps
+    if args.eval_steps < 1 or args.per_device_eval_batch_size < 1:
+        problems.append("--eval_steps and --per_device_eval_batch_size must be >= 1")
     if problems:
         parser.error("; ".join(problems))
     return args

@@ -88,6 +88,22 @@ class SFTDataset:
             ids, labels = self.builder.build(record, self.null_prompt(epoch, index))
             yield self.builder.padded(ids, labels, self.max_length)
 
+    def evaluation_samples(self, batch_size, num_shards=1, shard_id=0):
+        """Every usable sample once, in index order, rank ``shard_id`` taking every ``num_shards``-th, without
+        null prompts; padded with filler rows (nothing supervised) so that every rank yields the same number of
+        whole batches of ``batch_size``: the ranks' collectives stay in step, each sample counts exactly once."""
+        mine = self.usable[shard_id::num_shards]
+        per_rank = math.ceil(math.ceil(len(self.usable) / num_shards) / batch_size) * batch_size
+        for record in self.reader.read(mine):
+            ids, labels = self.builder.build(record, False)
+            yield self.builder.padded(ids, labels, self.max_length)
+        if len(mine) < per_rank:
+            ids, mask, labels = self.builder.padded(*self.builder.build(next(self.reader.read(self.usable[:1])),
+                                                                        False), self.max_length)
+            filler = (ids, mask, np.full_like(labels, IGNORE_INDEX))  # a real sample's tokens, none supervised
+            for _ in range(per_rank - len(mine)):
+                yield filler
+
 
 def batches(samples, batch_size):
     """Group padded samples into (input_ids, attention_mask, labels) arrays of ``batch_size`` rows (the last

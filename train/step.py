@@ -149,6 +149,7 @@ class TrainStep:
         self._middle = wrap(self._micro_middle)
         self._last = wrap(self._micro_last)
         self._single = wrap(self._micro_single)
+        self._loss_sum = wrap(self._evaluation_loss_sum)
         self._update = ClippedUpdate(optimizer, max_grad_norm, compiled, self.plan.squared_norm, self.plan.publish,
                                      fused=True)
 
@@ -180,8 +181,16 @@ class TrainStep:
         grads = self.plan.reduce(grads)
         return (self.plan.sum_over_ranks(loss_sum), self._finite(grads)) + tuple(grads)
 
+    def _evaluation_loss_sum(self, input_ids, attention_mask, targets):
+        _, logits, _ = self.model(input_ids, attention_mask)
+        return token_loss_sum(logits, targets)
+
     def _finite(self, grads):
         return self.plan.all_finite(grads) if self.guard_overflow else Tensor(True)
+
+    def loss_sum(self, input_ids, attention_mask, targets):
+        """Forward only: this rank's summed token loss of one batch (numpy arrays, as ``step`` takes them)."""
+        return float(self._loss_sum(*(Tensor(x, ms.int32) for x in (input_ids, attention_mask, targets))).asnumpy())
 
     # ---- one optimizer step ----------------------------------------------------------------------------------
     def step(self, micro_batches, lr, loss_scale=1.0):

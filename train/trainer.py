@@ -16,7 +16,7 @@ import time
 
 import mindspore as ms
 
-from emu3.atomic import atomic_path, atomic_write
+from emu3.atomic import atomic_path, atomic_write, atomic_write_json
 from emu3.device import select_device
 from emu3.mllm import Emu3Config, Emu3ForCausalLM, Emu3Tokenizer
 from emu3.nn.precision import PrecisionPolicy, apply_precision
@@ -29,10 +29,11 @@ from .checkpointing import (PARAM_PREFIX, ModelExport, Ranks, check_resumable, c
 from .data import SFTDataset, batches, next_token_targets
 from .optim import AdamW, learning_rates
 from .parallelize import init_parallel, parallelize
-from .sequences import SequenceBuilder, supervision_from_flags
+from .sequences import IGNORE_INDEX, SequenceBuilder, supervision_from_flags
 from .step import TrainStep
 
 LOG_FILE = "train_log.jsonl"
+EVAL_RESULTS_FILE = "eval_results.json"
 _DTYPE_NAMES = {ms.float32: "float32", ms.float16: "float16", ms.bfloat16: "bfloat16"}
 PLOT_FILE = "loss.png"
 
@@ -80,6 +81,13 @@ class Trainer:
                                       args.per_device_train_batch_size if args.group_by_task else None, log=log)
         except (FileNotFoundError, ValueError) as e:
             raise TrainingError(str(e)) from None
+        self.eval_dataset = None
+        if args.eval_data_path:
+            try:
+                self.eval_dataset = SFTDataset(args.eval_data_path, builder, self.config.max_position_embeddings,
+                                               log=lambda message: log(f"--eval_data_path: {message}"))
+            except (FileNotFoundError, ValueError) as e:
+                raise TrainingError(f"--eval_data_path: {e}") from None
         self.samples_per_epoch = len(self.dataset.epoch_order(0, self.dp.size, self.dp.rank))
         micro_per_epoch = self.samples_per_epoch // args.per_device_train_batch_size
         if micro_per_epoch == 0:
@@ -235,13 +243,20 @@ class Trainer:
                          for ids, mask, labels in itertools.islice(micro_batches, a.gradient_accumulation_steps)]
                 if not micro:  # the epoch is used up
                     self.state.update(epoch=epoch + 1, samples_in_epoch=0)
+                    if a.eval_strategy == "epoch" and self.state["global_step"] < self.total_steps:
+                        self.evaluate()
                     self._save_if(epoch_end=True)
                     break
                 self._optimizer_step(micro, window)
                 if self.state["global_step"] % a.logging_steps == 0 or self.state["global_step"] == self.total_steps:
                     self._log_step(window)
                     window = _new_window()
+                if (a.eval_strategy == "steps" and self.state["global_step"] % a.eval_steps == 0
+                        and self.state["global_step"] < self.total_steps):
+                    self.evaluate()
                 self._save_if()
+        if self.eval_dataset is not None:
+            self._write_eval_results(self.evaluate())
         self.save_final()
 
     def _rank_slice(self, ids, mask, targets):
@@ -279,6 +294,38 @@ class Trainer:
         self.log(f"step {record['step']}/{self.total_steps} epoch {record['epoch']:.2f} loss {loss} "
                  f"lr {record['lr']:.3g} grad_norm {norm:.3g} loss_scale {record['loss_scale']:g} "
                  f"{record['tokens_per_s']:.0f} tokens/s {record['samples_per_s']:.2f} samples/s")
+
+    def evaluate(self):
+        """The loss of the current model on --eval_data_path: the mean over its supervised tokens, as the
+        training loss (no null prompts). Each data-parallel rank evaluates its part, every sample exactly once.
+        Logged as an ``eval_loss`` record; returns the record."""
+        a, start = self.args, time.time()
+        loss_sum, tokens = 0.0, 0
+        rows = self.eval_dataset.evaluation_samples(a.per_device_eval_batch_size, self.dp.size, self.dp.rank)
+        self.model.set_train(False)  # no dropout (the released configs train with attention_dropout 0.1)
+        try:
+            for ids, mask, labels in batches(rows, a.per_device_eval_batch_size):
+                ids, mask, targets = self._rank_slice(ids, mask, next_token_targets(labels))
+                loss_sum += self.train_step.loss_sum(ids, mask, targets)
+                tokens += int((targets != IGNORE_INDEX).sum())
+        finally:
+            self.model.set_train(True)
+        loss_sum, tokens = self.plan.host_sum(loss_sum), int(round(self.plan.host_sum(tokens)))
+        record = {"step": self.state["global_step"], "epoch": round(self._epoch_float(), 4),
+                  "eval_loss": loss_sum / max(tokens, 1), "eval_samples": len(self.eval_dataset),
+                  "eval_tokens": tokens, "eval_seconds": round(time.time() - start, 2)}
+        if self.world.rank == 0:
+            with open(os.path.join(a.output_dir, LOG_FILE), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        self.log(f"eval step {record['step']}/{self.total_steps}: eval_loss {record['eval_loss']:.4f} "
+                 f"({record['eval_samples']} samples, {tokens} supervised tokens, {record['eval_seconds']:.1f} s)")
+        return record
+
+    def _write_eval_results(self, record):
+        """RUN/eval_results.json: the final model's evaluation, with its perplexity (HF's example scripts)."""
+        if self.world.rank == 0:
+            results = dict(record, eval_perplexity=math.exp(min(record["eval_loss"], 700.0)))
+            atomic_write_json(os.path.join(self.args.output_dir, EVAL_RESULTS_FILE), results, indent=2)
 
     def _epoch_float(self):
         return self.state["epoch"] + self.state["samples_in_epoch"] / max(self.samples_per_epoch, 1)
@@ -376,6 +423,7 @@ def plot_losses(output_dir):
     """RUN/loss.png from RUN/train_log.jsonl."""
     records = read_log(output_dir)
     points = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+    evaluated = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
     if not points:
         return
     import matplotlib
@@ -384,9 +432,12 @@ def plot_losses(output_dir):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
+    ax.plot(*zip(*points), marker="." if len(points) < 50 else None, label="training")
+    if evaluated:
+        ax.plot(*zip(*evaluated), marker="o", label="evaluation (--eval_data_path)")
+        ax.legend()
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(os.path.join(output_dir, PLOT_FILE)) as tmp:

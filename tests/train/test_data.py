@@ -45,3 +45,15 @@ def test_grouped_order_is_seeded_by_epoch_and_batches_hold_their_tasks_targets(t
         supervised_counts.add(tuple(sorted(set(per_row.tolist()))))
     # A T2I row supervises its visual tokens (dozens), a VQA row its answer + eos (two): never both in a batch.
     assert all(max(c) < 10 or min(c) > 10 for c in supervised_counts), supervised_counts
+
+
+@pytest.mark.parametrize("ranks, batch", [(1, 3), (2, 3), (3, 4)])
+def test_evaluation_visits_every_sample_once_in_whole_batches_on_every_rank(tokenizer, t2i_data, vqa_data,
+                                                                             ranks, batch):
+    data = dataset(tokenizer, [t2i_data, vqa_data])
+    per_rank = [list(batches(data.evaluation_samples(batch, ranks, r), batch)) for r in range(ranks)]
+    assert len({len(b) for b in per_rank}) == 1  # the ranks' collectives stay in step
+    supervised = np.concatenate([labels for rank in per_rank for _, _, labels in rank])
+    supervised = supervised[(supervised != IGNORE_INDEX).any(axis=1)]  # filler rows supervise nothing
+    want = np.stack([data.builder.padded(*data.builder.build(r), 4096)[2] for r in data.reader.read(data.usable)])
+    assert len(supervised) == len(data) and sorted(map(bytes, supervised)) == sorted(map(bytes, want))

@@ -40,12 +40,18 @@ def run_script(script, out, model, data, npus=2, sp=2, zero=3, extra=(), port=No
                           capture_output=True, text=True, env=env, timeout=900)
 
 
+def evaluation(data):
+    """Evaluation flags: every 2 steps and at the end, in batches of 3 (8 samples: a partial batch)."""
+    return ["--eval_data_path", data, "--eval_steps", "2", "--per_device_eval_batch_size", "3"]
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, llm_dir, t2i_data):
     """The same script with NPUS=1 (SP unset: the recipe's 8 reduced to 1): one process, no msrun, the same
     global batch (2 samples per step)."""
     out = tmp_path_factory.mktemp("single") / "run"
-    result = run_script("t2i_sft_seq_parallel.sh", out, llm_dir, t2i_data, npus=1, sp=None)
+    result = run_script("t2i_sft_seq_parallel.sh", out, llm_dir, t2i_data, npus=1, sp=None,
+                        extra=evaluation(t2i_data))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "msrun" not in result.stdout
     return out
@@ -54,7 +60,7 @@ def single(tmp_path_factory, llm_dir, t2i_data):
 @pytest.fixture(scope="module")
 def parallel(tmp_path_factory, llm_dir, t2i_data):
     out = tmp_path_factory.mktemp("parallel") / "run"
-    result = run_script("t2i_sft_seq_parallel.sh", out, llm_dir, t2i_data)
+    result = run_script("t2i_sft_seq_parallel.sh", out, llm_dir, t2i_data, extra=evaluation(t2i_data))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result
 
@@ -73,8 +79,13 @@ def test_sp2_zero3_trains_the_model_one_process_trains(single, parallel):
     assert_same_model(single, out)
     single_log = [json.loads(x) for x in (single / "train_log.jsonl").read_text().splitlines()]
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2, 3, 4]
-    np.testing.assert_allclose([r["loss"] for r in log], [r["loss"] for r in single_log], rtol=1e-5)
+    assert [(r["step"], "eval_loss" in r) for r in log] == [(1, False), (2, False), (2, True), (3, False), (4, False),
+                                                             (4, True)]
+    for key in ("loss", "eval_loss"):  # evaluation too: the ranks' token slices summed to the one process's loss
+        np.testing.assert_allclose([r[key] for r in log if key in r], [r[key] for r in single_log if key in r],
+                                   rtol=1e-5)
+    assert json.loads((out / "eval_results.json").read_text())["eval_tokens"] == \
+        json.loads((single / "eval_results.json").read_text())["eval_tokens"]
     Emu3ForCausalLM.from_pretrained(str(out))  # the assembled model loads as a released folder
 
 
@@ -116,6 +127,7 @@ def test_resume_after_a_stop_equals_uninterrupted(parallel, tmp_path, llm_dir, t
     os.makedirs(stopped)
     # A run stopped right after its step-2 checkpoint: that checkpoint is all that is left.
     subprocess.run(["cp", "-r", str(out / "checkpoint-2"), str(stopped / "checkpoint-2")], check=True)
+    # Resumed without evaluation: the same model as the evaluated run (evaluating leaves training as it was).
     result = run_script("t2i_sft_seq_parallel.sh", stopped, llm_dir, t2i_data)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "resumed from" in result.stdout + result.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from emu3.mllm import Emu3ForCausalLM
+from emu3.mllm import Emu3ForCausalLM, Emu3Tokenizer
 from train import checkpointing
 from train.arguments import parse_args
 from train.trainer import Trainer, TrainingError
@@ -159,6 +159,61 @@ def test_unfinished_or_missing_data_and_wrong_task_flags(tmp_path, llm_dir, vqa_
         Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "b")))  # VQA data with the T2I default
     with pytest.raises(TrainingError, match="bf16 needs an Ascend"):
         Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "c", "--bf16", "True")))
+
+
+def _loss_of(model_dir, data, tokenizer_dir):
+    """Mean next-token loss of the saved model over every sample of ``data`` (T2I, visual tokens supervised),
+    computed here one unpadded sample at a time, in numpy, in inference mode (no dropout)."""
+    import mindspore as ms
+
+    from train.sequences import IGNORE_INDEX, SequenceBuilder
+    from train.shards import ShardReader
+
+    model = Emu3ForCausalLM.from_pretrained(model_dir)
+    model.set_train(False)
+    builder = SequenceBuilder(Emu3Tokenizer.from_pretrained(tokenizer_dir), "vision")
+    total, count = 0.0, 0
+    for record in ShardReader(data).read_all():
+        ids, labels = builder.build(record)
+        logits = model(ms.Tensor(np.asarray(ids, np.int32)[None]))[1].asnumpy()[0].astype(np.float64)
+        log_probs = logits - logits.max(-1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+        targets = np.asarray(labels[1:])
+        supervised = np.flatnonzero(targets != IGNORE_INDEX)
+        total -= log_probs[supervised, targets[supervised]].sum()
+        count += len(supervised)
+    return total / count, count
+
+
+def test_evaluation_is_the_models_loss_on_the_eval_data(tmp_path, tokenizer_dir, llm_dir, t2i_data,
+                                                         uninterrupted):
+    """--eval_data_path: logged every --eval_steps and at the end (eval_results.json), equal to the loss of the
+    saved model computed sample by sample; with dropout in the config (as the released one), batches of 3 over 8
+    samples (a partial batch), and without changing training."""
+    llm = make_llm_dir(tmp_path / "llm", tokenizer_dir, attention_dropout=0.1)
+    messages = []
+    evaluated = tmp_path / "evaluated"
+    train(flags(llm, t2i_data, evaluated, "--max_steps", 4, "--eval_data_path", t2i_data, "--eval_steps", 2,
+                "--per_device_eval_batch_size", 3), log=messages.append)
+    log = [json.loads(line) for line in (evaluated / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], "eval_loss" in r) for r in log] == [(1, False), (2, False), (2, True), (3, False),
+                                                             (4, False), (4, True)]
+    results = json.loads((evaluated / "eval_results.json").read_text())
+    want, tokens = _loss_of(str(evaluated), t2i_data, tokenizer_dir)
+    assert results["step"] == 4 and results["eval_samples"] == 8 and results["eval_tokens"] == tokens
+    np.testing.assert_allclose(results["eval_loss"], want, rtol=1e-5)
+    np.testing.assert_allclose(results["eval_perplexity"], np.exp(want), rtol=1e-5)
+    assert any(m.startswith("eval step 2/4: eval_loss ") for m in messages)
+    # Evaluating leaves training as it was (a model without dropout: the run of the fixture, 6 steps).
+    train(flags(llm_dir, t2i_data, tmp_path / "again", "--eval_data_path", t2i_data, "--eval_strategy", "epoch"))
+    want = load_file(str(uninterrupted / "model.safetensors"))
+    got = load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert all(np.array_equal(want[name], got[name]) for name in want)
+    epochs = [r for r in map(json.loads, (tmp_path / "again" / "train_log.jsonl").read_text().splitlines())
+              if "eval_loss" in r]
+    assert [r["step"] for r in epochs] == [4, 6]  # 8 samples, 2 per step: an epoch every 4 steps; then the end
+    with pytest.raises(SystemExit):
+        parse_args(flags(llm, t2i_data, tmp_path / "x", "--eval_strategy", "steps"))  # evaluate on what?
 
 
 @pytest.mark.parametrize("script, data", [("t2i_sft_single.sh", "t2i_data"), ("vqa_sft_single.sh", "vqa_data")])

@@ -89,7 +89,7 @@ def evaluate_and_report(out, timings, seed):
         "vqa": vqa,
         "codes": codes,
         "llm": {"training_steps": llm_log[-1]["step"] if llm_log else None,
-                "final_loss": llm_log[-1]["loss"] if llm_log else None},
+                "final_loss": next((r["loss"] for r in reversed(llm_log) if "loss" in r), None)},
         "stage_seconds": timings,
     }
     atomic_write_json(os.path.join(out, "metrics.json"), metrics, indent=2)
