@@ -125,7 +125,7 @@ class ShardReader:
         for path in paths:
             info_path = os.path.join(path, INFO_FILE)
             if not os.path.isdir(path):
-                raise FileNotFoundError(f"training data {path!r} is not a folder; pass the --output-path of "
+                raise FileNotFoundError(f"{path!r} is not a folder; pass the --output-path of "
                                         "train/prepare_vision_data.py (or prepare_vqa_data.py / prepare_text_data.py)")
             if not os.path.isfile(info_path):
                 raise FileNotFoundError(f"{path!r} has no {INFO_FILE}: it is not a prepared folder, or its "

@@ -80,7 +80,7 @@ class Trainer:
                                       args.null_prompt_prob, args.seed,
                                       args.per_device_train_batch_size if args.group_by_task else None, log=log)
         except (FileNotFoundError, ValueError) as e:
-            raise TrainingError(str(e)) from None
+            raise TrainingError(f"--train_data_path: {e}") from None
         self.eval_dataset = None
         if args.eval_data_path:
             try:

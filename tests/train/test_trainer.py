@@ -214,6 +214,8 @@ def test_evaluation_is_the_models_loss_on_the_eval_data(tmp_path, tokenizer_dir,
     assert [r["step"] for r in epochs] == [4, 6]  # 8 samples, 2 per step: an epoch every 4 steps; then the end
     with pytest.raises(SystemExit):
         parse_args(flags(llm, t2i_data, tmp_path / "x", "--eval_strategy", "steps"))  # evaluate on what?
+    with pytest.raises(TrainingError, match="^--eval_data_path: '.*nope' is not a folder; pass the --output-path"):
+        Trainer(parse_args(flags(llm, t2i_data, tmp_path / "x", "--eval_data_path", tmp_path / "nope")))
 
 
 @pytest.mark.parametrize("script, data", [("t2i_sft_single.sh", "t2i_data"), ("vqa_sft_single.sh", "vqa_data")])
