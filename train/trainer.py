@@ -1,4 +1,4 @@
-"""The trainer: build -> compiled train step -> log -> save/resume. One trainer for every task.
+"""The trainer: build -> compiled train step -> log -> evaluate -> save/resume. One trainer for every task.
 
 Build order: process groups (under msrun), tokenizer and config of ``--model_name_or_path`` (config cross-updated
 with ``--image_area`` / ``--max_position_embeddings`` as the original), dataset (each data-parallel rank its own
