@@ -21,7 +21,6 @@ codebook usage on the evaluation images) and ``reconstructions.png`` (originals 
 """
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -275,7 +274,7 @@ class VisionTokenizerTrainer:
 
     def train(self):
         from train.image_folder import load_batch
-        from train.trainer import LOG_FILE, trim_log
+        from train.trainer import trim_log
 
         a = self.args
         trim_log(a.output_dir, self.state["global_step"])
@@ -310,7 +309,7 @@ class VisionTokenizerTrainer:
                                  "(the run can resume from its last checkpoint)")
             done = self.state["global_step"]
             if done % a.logging_steps == 0 or done == self.total_steps:
-                self._log(window, norm, codes, LOG_FILE)
+                self._log(window, norm, codes)
                 window = {"n": 0, "start": time.time()}
             if done % a.save_steps == 0 and done < self.total_steps:
                 self.save_checkpoint()
@@ -323,7 +322,8 @@ class VisionTokenizerTrainer:
         return self.model.encode_latents(ms.Tensor(pixels).reshape(b, 1, c, h, w),
                                          self.config.temporal_downsample_factor)
 
-    def _log(self, window, norm, codes, log_file):
+    def _log(self, window, norm, codes):
+        from train.trainer import append_log
         from train.vq_training import codebook_usage
 
         n = window["n"]
@@ -335,8 +335,7 @@ class VisionTokenizerTrainer:
         record.update(lr=self.lrs[self.state["global_step"] - 1], grad_norm=norm, batch_code_usage=usage,
                       batch_perplexity=perplexity, codes_restarted=window.get("restarted", 0),
                       images_per_s=n * self.args.per_device_train_batch_size / elapsed)
-        with open(os.path.join(self.args.output_dir, log_file), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_log(self.args.output_dir, record)
         adversarial = "" if "adversarial" not in record else \
             f", adversarial {record['adversarial']:.4f}, discriminator {record['discriminator']:.4f}"
         self.log(f"step {record['step']}/{self.total_steps} loss {record['loss']:.4f} (rec "

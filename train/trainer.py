@@ -288,8 +288,7 @@ class Trainer:
                   "loss_scale": self.scaler.scale, "skipped_steps": window["skipped"],
                   "tokens_per_s": window["tokens"] / elapsed, "samples_per_s": window["samples"] / elapsed}
         if self.world.rank == 0:
-            with open(os.path.join(self.args.output_dir, LOG_FILE), "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_log(self.args.output_dir, record)
         loss = "overflow" if record["loss"] is None else f"{record['loss']:.4f}"
         self.log(f"step {record['step']}/{self.total_steps} epoch {record['epoch']:.2f} loss {loss} "
                  f"lr {record['lr']:.3g} grad_norm {norm:.3g} loss_scale {record['loss_scale']:g} "
@@ -315,8 +314,7 @@ class Trainer:
                   "eval_loss": loss_sum / max(tokens, 1), "eval_samples": len(self.eval_dataset),
                   "eval_tokens": tokens, "eval_seconds": round(time.time() - start, 2)}
         if self.world.rank == 0:
-            with open(os.path.join(a.output_dir, LOG_FILE), "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_log(a.output_dir, record)
         self.log(f"eval step {record['step']}/{self.total_steps}: eval_loss {record['eval_loss']:.4f} "
                  f"({record['eval_samples']} samples, {tokens} supervised tokens, {record['eval_seconds']:.1f} s)")
         return record
@@ -410,6 +408,12 @@ def read_log(output_dir):
         return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def append_log(output_dir, record):
+    """One record (a dict) as a line of RUN/train_log.jsonl."""
+    with open(os.path.join(output_dir, LOG_FILE), "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def trim_log(output_dir, step):
