@@ -98,8 +98,8 @@ class SFTDataset:
             ids, labels = self.builder.build(record, False)
             yield self.builder.padded(ids, labels, self.max_length)
         if len(mine) < per_rank:
-            ids, mask, labels = self.builder.padded(*self.builder.build(next(self.reader.read(self.usable[:1])),
-                                                                        False), self.max_length)
+            first = next(self.reader.read(self.usable[:1]))
+            ids, mask, labels = self.builder.padded(*self.builder.build(first, False), self.max_length)
             filler = (ids, mask, np.full_like(labels, IGNORE_INDEX))  # a real sample's tokens, none supervised
             for _ in range(per_rank - len(mine)):
                 yield filler
