@@ -6,8 +6,12 @@ are an error that names them: a flag that is silently ignored is a recipe that s
 """
 
 import argparse
+import os
+import re
 
 from .optim import SCHEDULES
+
+EVAL_SET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def str_to_bool(value):
@@ -56,8 +60,10 @@ def build_parser():
     g.add_argument("--image_area", type=int, default=None, help="written into the model config (default: config's)")
     g.add_argument("--max_position_embeddings", type=int, default=None,
                    help="sequence budget; samples are padded to it (default: the model config's)")
-    g.add_argument("--eval_data_path", nargs="+", default=None,
-                   help="folder(s) of held-out samples (as --train_data_path): their loss is logged as eval_loss")
+    g.add_argument("--eval_data_path", nargs="+", default=None, metavar="[NAME=]FOLDER",
+                   help="folder(s) of held-out samples (as --train_data_path): their loss is logged as eval_loss; "
+                        "NAME=FOLDER entries form named sets, each logged as eval_NAME_loss (HF's dict of "
+                        "eval datasets); entries with the same name are one set")
 
     g = p.add_argument_group("optimisation")
     add_adamw_arguments(g, learning_rate=5e-5, schedule="linear")
@@ -108,6 +114,21 @@ def build_parser():
     return p
 
 
+def eval_sets(entries):
+    """--eval_data_path's entries as {name: [folder, ...]} in the order given; name None for the unnamed set.
+    ``NAME=FOLDER`` names a set unless the whole entry is a folder (a folder may have '=' in its name)."""
+    sets = {}
+    for entry in map(str, entries):
+        name, folder = None, entry
+        if "=" in entry and not os.path.isdir(entry):
+            name, folder = entry.split("=", 1)
+            if not EVAL_SET_NAME.fullmatch(name) or not folder:
+                raise ValueError(f"--eval_data_path {entry!r}: a named set is NAME=FOLDER with NAME of letters, "
+                                 "digits and '_' starting with a letter (it becomes the eval_NAME_loss record)")
+        sets.setdefault(name, []).append(folder)
+    return sets
+
+
 def parse_args(argv=None):
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -136,6 +157,11 @@ def parse_args(argv=None):
         args.eval_strategy = "steps" if args.eval_data_path else "no"
     elif args.eval_strategy != "no" and not args.eval_data_path:
         problems.append(f"--eval_strategy {args.eval_strategy} needs --eval_data_path (the samples to evaluate on)")
+    if args.eval_data_path:
+        try:
+            eval_sets(args.eval_data_path)
+        except ValueError as e:
+            problems.append(str(e))
     if args.eval_steps is None:
         args.eval_steps = args.logging_steps
     if args.eval_steps < 1 or args.per_device_eval_batch_size < 1:

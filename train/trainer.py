@@ -23,6 +23,7 @@ from emu3.nn.precision import PrecisionPolicy, apply_precision
 from emu3.parallel.sequence_parallel import check_sequence_parallel, split_sequence
 from emu3.parallel.zero import shard_rows
 
+from .arguments import eval_sets
 from .checkpointing import (PARAM_PREFIX, ModelExport, Ranks, check_resumable, check_same_layout, checkpoints,
                             load_resume_state, process_layout, rank_file, read_tensors, read_tensors_from,
                             remove_stale_temporaries, save_checkpoint, write_model)
@@ -81,13 +82,15 @@ class Trainer:
                                       args.per_device_train_batch_size if args.group_by_task else None, log=log)
         except (FileNotFoundError, ValueError) as e:
             raise TrainingError(f"--train_data_path: {e}") from None
-        self.eval_dataset = None
-        if args.eval_data_path:
+        self.eval_datasets = {}  # metric prefix ("eval", "eval_NAME") -> dataset, as HF's dict of eval datasets
+        for name, folders in eval_sets(args.eval_data_path or []).items():
+            prefix = "eval" if name is None else f"eval_{name}"
+            flag = "--eval_data_path" if name is None else f"--eval_data_path {name}="
             try:
-                self.eval_dataset = SFTDataset(args.eval_data_path, builder, self.config.max_position_embeddings,
-                                               log=lambda message: log(f"--eval_data_path: {message}"))
+                self.eval_datasets[prefix] = SFTDataset(folders, builder, self.config.max_position_embeddings,
+                                                        log=lambda message, flag=flag: log(f"{flag}: {message}"))
             except (FileNotFoundError, ValueError) as e:
-                raise TrainingError(f"--eval_data_path: {e}") from None
+                raise TrainingError(f"{flag}: {e}") from None
         self.samples_per_epoch = len(self.dataset.epoch_order(0, self.dp.size, self.dp.rank))
         micro_per_epoch = self.samples_per_epoch // args.per_device_train_batch_size
         if micro_per_epoch == 0:
@@ -255,7 +258,7 @@ class Trainer:
                         and self.state["global_step"] < self.total_steps):
                     self.evaluate()
                 self._save_if()
-        if self.eval_dataset is not None:
+        if self.eval_datasets:
             self._write_eval_results(self.evaluate())
         self.save_final()
 
@@ -295,34 +298,45 @@ class Trainer:
                  f"{record['tokens_per_s']:.0f} tokens/s {record['samples_per_s']:.2f} samples/s")
 
     def evaluate(self):
-        """The loss of the current model on --eval_data_path: the mean over its supervised tokens, as the
+        """The loss of the current model on each --eval_data_path set: the mean over its supervised tokens, as the
         training loss (no null prompts). Each data-parallel rank evaluates its part, every sample exactly once.
-        Logged as an ``eval_loss`` record; returns the record."""
-        a, start = self.args, time.time()
-        loss_sum, tokens = 0.0, 0
-        rows = self.eval_dataset.evaluation_samples(a.per_device_eval_batch_size, self.dp.size, self.dp.rank)
+        Logged as one record per set (``eval_loss``, or ``eval_NAME_loss`` for a named set, as HF Trainer names
+        them); returns the records merged."""
+        merged = {}
         self.model.set_train(False)  # no dropout (the released configs train with attention_dropout 0.1)
         try:
-            for ids, mask, labels in batches(rows, a.per_device_eval_batch_size):
-                ids, mask, targets = self._rank_slice(ids, mask, next_token_targets(labels))
-                loss_sum += self.train_step.loss_sum(ids, mask, targets)
-                tokens += int((targets != IGNORE_INDEX).sum())
+            for prefix, dataset in self.eval_datasets.items():
+                merged.update(self._evaluate_set(prefix, dataset))
         finally:
             self.model.set_train(True)
+        return merged
+
+    def _evaluate_set(self, prefix, dataset):
+        a, start = self.args, time.time()
+        loss_sum, tokens = 0.0, 0
+        rows = dataset.evaluation_samples(a.per_device_eval_batch_size, self.dp.size, self.dp.rank)
+        for ids, mask, labels in batches(rows, a.per_device_eval_batch_size):
+            ids, mask, targets = self._rank_slice(ids, mask, next_token_targets(labels))
+            loss_sum += self.train_step.loss_sum(ids, mask, targets)
+            tokens += int((targets != IGNORE_INDEX).sum())
         loss_sum, tokens = self.plan.host_sum(loss_sum), int(round(self.plan.host_sum(tokens)))
-        record = {"step": self.state["global_step"], "epoch": round(self._epoch_float(), 4),
-                  "eval_loss": loss_sum / max(tokens, 1), "eval_samples": len(self.eval_dataset),
-                  "eval_tokens": tokens, "eval_seconds": round(time.time() - start, 2)}
+        loss = loss_sum / max(tokens, 1)
+        record = {"step": self.state["global_step"], "epoch": round(self._epoch_float(), 4), f"{prefix}_loss": loss,
+                  f"{prefix}_samples": len(dataset), f"{prefix}_tokens": tokens,
+                  f"{prefix}_seconds": round(time.time() - start, 2)}
         if self.world.rank == 0:
             append_log(a.output_dir, record)
-        self.log(f"eval step {record['step']}/{self.total_steps}: eval_loss {record['eval_loss']:.4f} "
-                 f"({record['eval_samples']} samples, {tokens} supervised tokens, {record['eval_seconds']:.1f} s)")
+        self.log(f"eval step {record['step']}/{self.total_steps}: {prefix}_loss {loss:.4f} "
+                 f"({len(dataset)} samples, {tokens} supervised tokens, {record[prefix + '_seconds']:.1f} s)")
         return record
 
-    def _write_eval_results(self, record):
-        """RUN/eval_results.json: the final model's evaluation, with its perplexity (HF's example scripts)."""
+    def _write_eval_results(self, merged):
+        """RUN/eval_results.json: the final model's evaluation, with each set's perplexity (HF's example
+        scripts)."""
         if self.world.rank == 0:
-            results = dict(record, eval_perplexity=math.exp(min(record["eval_loss"], 700.0)))
+            results = dict(merged)
+            for prefix in self.eval_datasets:
+                results[f"{prefix}_perplexity"] = math.exp(min(merged[f"{prefix}_loss"], 700.0))
             atomic_write_json(os.path.join(self.args.output_dir, EVAL_RESULTS_FILE), results, indent=2)
 
     def _epoch_float(self):
@@ -427,7 +441,11 @@ def plot_losses(output_dir):
     """RUN/loss.png from RUN/train_log.jsonl."""
     records = read_log(output_dir)
     points = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
-    evaluated = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
+    curves = {}  # evaluation set's loss key -> [(step, loss)]
+    for r in records:
+        for key in r:
+            if key.startswith("eval") and key.endswith("_loss"):
+                curves.setdefault(key, []).append((r["step"], r[key]))
     if not points:
         return
     import matplotlib
@@ -437,8 +455,10 @@ def plot_losses(output_dir):
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(*zip(*points), marker="." if len(points) < 50 else None, label="training")
-    if evaluated:
-        ax.plot(*zip(*evaluated), marker="o", label="evaluation (--eval_data_path)")
+    for key, curve in curves.items():
+        name = key[len("eval_"):-len("_loss")] if key != "eval_loss" else "--eval_data_path"
+        ax.plot(*zip(*curve), marker="o", label=f"evaluation ({name})")
+    if curves:
         ax.legend()
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")

@@ -218,6 +218,33 @@ def test_evaluation_is_the_models_loss_on_the_eval_data(tmp_path, tokenizer_dir,
         Trainer(parse_args(flags(llm, t2i_data, tmp_path / "x", "--eval_data_path", tmp_path / "nope")))
 
 
+def test_named_evaluation_sets_are_logged_apart(tmp_path, tokenizer_dir, llm_dir, t2i_data):
+    """NAME=FOLDER entries of --eval_data_path: one eval_NAME_* record per set and evaluation (HF's dict of eval
+    datasets), folders of one name evaluated together, unnamed folders still eval_loss; each set's loss is the
+    saved model's loss on its samples."""
+    out = tmp_path / "named"
+    messages = []
+    train(flags(llm_dir, t2i_data, out, "--max_steps", 2, "--eval_steps", 1, "--eval_data_path", f"first={t2i_data}",
+                f"second={t2i_data}", t2i_data, f"second={t2i_data}"), log=messages.append)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    evaluated = [(r["step"], next(k for k in r if k.endswith("_loss"))) for r in log if "loss" not in r]
+    assert evaluated == [(1, "eval_first_loss"), (1, "eval_second_loss"), (1, "eval_loss")] + \
+        [(2, "eval_first_loss"), (2, "eval_second_loss"), (2, "eval_loss")]
+    results = json.loads((out / "eval_results.json").read_text())
+    want, tokens = _loss_of(str(out), t2i_data, tokenizer_dir)
+    for prefix, copies in (("eval_first", 1), ("eval_second", 2), ("eval", 1)):
+        np.testing.assert_allclose(results[f"{prefix}_loss"], want, rtol=1e-5)
+        np.testing.assert_allclose(results[f"{prefix}_perplexity"], np.exp(want), rtol=1e-5)
+        assert (results[f"{prefix}_samples"], results[f"{prefix}_tokens"]) == (8 * copies, tokens * copies)
+    assert any(m.startswith("eval step 2/2: eval_second_loss ") for m in messages)
+    assert (out / "loss.png").stat().st_size > 0
+    for entry in ("held-out=x", "=x", "a="):
+        with pytest.raises(SystemExit):
+            parse_args(flags(llm_dir, t2i_data, tmp_path / "x", "--eval_data_path", entry))
+    with pytest.raises(TrainingError, match="^--eval_data_path first=: '.*nope' is not a folder"):
+        Trainer(parse_args(flags(llm_dir, t2i_data, tmp_path / "x", "--eval_data_path", f"first={tmp_path}/nope")))
+
+
 @pytest.mark.parametrize("script, data", [("t2i_sft_single.sh", "t2i_data"), ("vqa_sft_single.sh", "vqa_data")])
 def test_single_device_scripts_pass_extra_flags_through(request, tmp_path, llm_dir, script, data):
     env = dict(os.environ, MODEL_PATH=llm_dir, DATA_PATH=request.getfixturevalue(data),
