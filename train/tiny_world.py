@@ -29,6 +29,7 @@ STAGES = ("data", "vision-tokenizer", "text-tokenizer", "prepare", "llm", "evalu
 VQ_CONFIG = os.path.join(REPO, "configs", "tiny_world", "vision_tokenizer.json")
 LLM_CONFIG = os.path.join(REPO, "configs", "tiny_world", "llm.json")
 IMAGE_AREA = 64 * 64
+TASKS = {"t2i": "prepare_vision_data.py", "vqa": "prepare_vqa_data.py"}  # task -> its prepare script
 # Settings that shape the results: a rerun with other values must not mix its stages with the old ones.
 SETTINGS = ("train_per_combination", "eval_per_combination", "vq_steps", "llm_steps", "seed", "vq_codebook_seeding")
 
@@ -172,14 +173,26 @@ class World:
               f"special and {codebook} visual tokens, in {self.path('tokenizer')}", flush=True)
 
     def prepare(self):
-        for task, script in (("t2i", "prepare_vision_data.py"), ("vqa", "prepare_vqa_data.py")):
-            data = self.path("data", f"{task}_train.json")
+        from train.world.dataset import write_evaluation_lists
+
+        lists = [(task, self.path("data", f"{task}_train.json"), self.path("prepared", task)) for task in TASKS]
+        # The LLM's evaluation sets (written here too for a world whose data stage predates them).
+        lists += [(name.split("_")[0], path, self.path("prepared", "eval", name))
+                  for name, path in write_evaluation_lists(self.path("data")).items()]
+        for task, data, output in lists:
             with open(data) as f:
                 compiled = len(json.load(f)) >= PREPARE_COMPILED_FROM_PICTURES
-            self.run([sys.executable, os.path.join(REPO, "train", script),
+            self.run([sys.executable, os.path.join(REPO, "train", TASKS[task]),
                       "--model-path", self.path("Emu3-VisionTokenizer"), "--data-path", data,
-                      "--output-path", self.path("prepared", task), "--image-area", str(IMAGE_AREA),
+                      "--output-path", output, "--image-area", str(IMAGE_AREA),
                       "--batch-size", "32", "--mode", "graph" if compiled else "pynative"])
+
+    def evaluation_sets(self):
+        """{set name: prepared folder} of the LLM's evaluation sets (none in a world prepared before them)."""
+        from train.world.dataset import EVALUATION_SETS
+
+        folders = {name: self.path("prepared", "eval", name) for name in EVALUATION_SETS}
+        return {name: folder for name, folder in folders.items() if os.path.isdir(folder)}
 
     def _initial_llm(self):
         """A randomly initialised LLM folder sized to the world's tokenizer (the starting point of training)."""
@@ -216,7 +229,7 @@ class World:
             print("  2 training processes (scripts/t2i_sft_seq_parallel.sh with NPUS=2: data parallelism under "
                   "msrun, 8 samples each)", flush=True)
         self.run(*llm_training(init_dir, [self.path("prepared", "t2i"), self.path("prepared", "vqa")], run_dir,
-                               self.args.llm_steps, self.args.seed, npus))
+                               self.args.llm_steps, self.args.seed, npus, self.evaluation_sets()))
         _publish(run_dir, self.path("Emu3-Tiny"), None)
 
     def evaluate(self):
@@ -243,9 +256,10 @@ def describe_differences(differ):
     return ", ".join(f"{k} {recorded} -> {now}" for k, (recorded, now) in differ.items())
 
 
-def llm_training(init_dir, data_paths, run_dir, steps, seed, npus=1):
+def llm_training(init_dir, data_paths, run_dir, steps, seed, npus=1, evaluation_sets=None):
     """(command, environment) of the world's LLM recipe: ``scripts/t2i_sft_seq_parallel.sh`` training the model in
-    ``init_dir`` on the shard folders ``data_paths`` (T2I and VQA) into ``run_dir``."""
+    ``init_dir`` on the shard folders ``data_paths`` (T2I and VQA) into ``run_dir``, evaluating it on the named shard
+    folders ``evaluation_sets`` ({name: folder}) four times and at the end."""
     positions = _llm_fields()["max_position_embeddings"]
     command = ["bash", os.path.join(REPO, "scripts", "t2i_sft_seq_parallel.sh"), "--train_data_path", *data_paths,
                "--apply_loss_on_only_vision", "True", "--apply_loss_on_only_text", "True",
@@ -257,6 +271,9 @@ def llm_training(init_dir, data_paths, run_dir, steps, seed, npus=1):
                "--warmup_steps", str(min(30, steps // 5)), "--weight_decay", "0.01", "--max_grad_norm", "1.0",
                "--adam_beta2", "0.98", "--save_strategy", "steps", "--save_steps", "100", "--save_total_limit", "1",
                "--logging_steps", _every(steps), "--seed", str(seed), "--mode", "0"]
+    if evaluation_sets:
+        command += ["--eval_data_path", *(f"{name}={folder}" for name, folder in evaluation_sets.items()),
+                    "--eval_steps", str(max(1, steps // 4)), "--per_device_eval_batch_size", str(48 // npus)]
     env = {"MODEL_PATH": init_dir, "DATA_PATH": data_paths[0], "OUTPUT_DIR": run_dir, "NPUS": str(npus), "SP": "1",
            "ZERO_STAGE": "0", "PYTHON": sys.executable}
     return command, env

@@ -437,15 +437,23 @@ def trim_log(output_dir, step):
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in read_log(output_dir) if r["step"] <= step))
 
 
+def evaluation_curves(records):
+    """{evaluation set name (None: the unnamed set): [(step, loss)]} of train_log records (``eval_loss``,
+    ``eval_NAME_loss``)."""
+    curves = {}
+    for r in records:
+        for key, value in r.items():
+            if key == "eval_loss" or key.startswith("eval_") and key.endswith("_loss"):
+                name = None if key == "eval_loss" else key[len("eval_"):-len("_loss")]
+                curves.setdefault(name, []).append((r["step"], value))
+    return curves
+
+
 def plot_losses(output_dir):
     """RUN/loss.png from RUN/train_log.jsonl."""
     records = read_log(output_dir)
     points = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
-    curves = {}  # evaluation set's loss key -> [(step, loss)]
-    for r in records:
-        for key in r:
-            if key.startswith("eval") and key.endswith("_loss"):
-                curves.setdefault(key, []).append((r["step"], r[key]))
+    curves = evaluation_curves(records)
     if not points:
         return
     import matplotlib
@@ -455,9 +463,8 @@ def plot_losses(output_dir):
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(*zip(*points), marker="." if len(points) < 50 else None, label="training")
-    for key, curve in curves.items():
-        name = key[len("eval_"):-len("_loss")] if key != "eval_loss" else "--eval_data_path"
-        ax.plot(*zip(*curve), marker="o", label=f"evaluation ({name})")
+    for name, curve in curves.items():
+        ax.plot(*zip(*curve), marker="o", label=f"evaluation ({name or '--eval_data_path'})")
     if curves:
         ax.legend()
     ax.set_xlabel("optimizer step")

@@ -23,7 +23,16 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
     vq_log = [json.loads(line) for line in open(out / "runs" / "vision-tokenizer" / "train_log.jsonl")]
     llm_log = [json.loads(line) for line in open(out / "runs" / "llm" / "train_log.jsonl")]
     assert vq_log[-1]["reconstruction"] < vq_log[0]["reconstruction"]
-    assert llm_log[-1]["loss"] < llm_log[0]["loss"]
+    trained = [r["loss"] for r in llm_log if "loss" in r]
+    assert trained[-1] < trained[0]
+    # Evaluated on the evaluation pictures' captions and questions, seen and held-out apart, every 2 steps.
+    sets = ("t2i_seen", "t2i_held_out", "vqa_seen", "vqa_held_out", "vqa_shape_seen", "vqa_shape_held_out")
+    for name in sets:
+        assert [r["step"] for r in llm_log if f"eval_{name}_loss" in r] == [2, 4, 6, 8], name
+    counts = {name: r[f"eval_{name}_samples"] for r in llm_log[-len(sets):] for name in sets
+              if f"eval_{name}_samples" in r}
+    assert counts == {"t2i_seen": 36, "t2i_held_out": 12, "vqa_seen": 36 * 4, "vqa_held_out": 12 * 4,
+                      "vqa_shape_seen": 36, "vqa_shape_held_out": 12}
     for folder, files in (("Emu3-VisionTokenizer", ("config.json", "model.safetensors", "preprocessor_config.json")),
                           ("Emu3-Tiny", ("config.json", "model.safetensors", "emu3.tiktoken",
                                          "emu3_vision_tokens.txt", "tokenizer_config.json"))):
@@ -35,6 +44,7 @@ def test_tiny_world_end_to_end_and_resumed(tmp_path, capfd):
     assert generated["seen"]["count"] == 36 and generated["held_out"]["count"] == 12 * 4
     assert metrics["vqa"]["held_out"]["count"] == 12 * 4
     assert metrics["vision_tokenizer"]["psnr"] > 0
+    assert set(metrics["llm"]["eval_loss"]) == set(sets)
     # The codes probe: trained on the training pictures' tokens, scored on every evaluation picture.
     assert metrics["codes"]["probe"]["seen"]["count"] == 36 and metrics["codes"]["probe"]["held_out"]["count"] == 12
     page = (out / "report.html").read_text()
@@ -146,4 +156,5 @@ def test_stages_compile_only_when_the_work_pays_for_it(tmp_path, monkeypatch, sh
     world.vision_tokenizer()
     world.prepare()
     modes = [command[command.index("--mode") + 1] for command in commands]
-    assert modes == (["1", "pynative", "pynative"] if shortened else ["0", "graph", "graph"])
+    # then the LLM's six evaluation sets, at most 288 samples each: op by op
+    assert modes == (["1", "pynative", "pynative"] if shortened else ["0", "graph", "graph"]) + ["pynative"] * 6

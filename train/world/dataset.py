@@ -2,7 +2,8 @@
 "image"}) and a LLaVA-style VQA list ({"id", "image", "conversations"}), for training and for evaluation.
 
 Training pictures come from the combinations that are not held out; evaluation pictures from every combination
-(the held-out ones measure composition, the others recall), with their own seed so no picture is shared.
+(the held-out ones measure composition, the others recall), with their own seed so no picture is shared; they are
+also written as the LLM's evaluation sets (``eval_{set}.json``: captions and questions, seen and held-out apart).
 """
 
 import json
@@ -13,6 +14,7 @@ from emu3.atomic import atomic_path, atomic_write_json
 from . import shapes
 
 TRAIN_SEED, EVAL_SEED = 0, 1
+EVALUATION_SETS = ("t2i_seen", "t2i_held_out", "vqa_seen", "vqa_held_out", "vqa_shape_seen", "vqa_shape_held_out")
 
 
 def _write_pictures(records, image_dir, prefix):
@@ -31,17 +33,43 @@ def t2i_items(records):
     return [{"name": r["name"], "text": r["caption"], "image": r["image"]} for r in records]
 
 
-def vqa_items(records):
-    """One question per picture, the four in turn: as many VQA samples as T2I ones (drawing is the harder task and
-    needs its share of the steps; each question is still asked about a quarter of the pictures)."""
+def vqa_items(records, offset=0):
+    """One question per picture, the four in turn (starting with question ``offset``): as many VQA samples as T2I
+    ones (drawing is the harder task and needs its share of the steps; each question is still asked about a quarter
+    of the pictures)."""
     keys = list(shapes.QUESTIONS)
     items = []
     for i, r in enumerate(records):
-        key = keys[i % len(keys)]
+        key = keys[(i + offset) % len(keys)]
         items.append({"id": f"{r['name']}_{key}", "image": r["image"], "question_key": key,
                       "conversations": [{"from": "human", "value": "<image>\n" + shapes.QUESTIONS[key]},
                                         {"from": "gpt", "value": shapes.answers(r)[key]}]})
     return items
+
+
+def evaluation_lists(evaluation):
+    """The evaluation pictures as the LLM's evaluation sets, {set name: T2I or VQA items}: ``t2i_seen`` and
+    ``t2i_held_out`` (their captions), ``vqa_seen`` and ``vqa_held_out`` (every question of each picture), and the
+    shape question alone, ``vqa_shape_seen`` and ``vqa_shape_held_out``. The LLM's loss on each, logged while it
+    trains, tells the recall of seen pairs from the composition of held-out ones."""
+    lists = {}
+    for split, held_out in (("seen", False), ("held_out", True)):
+        records = [r for r in evaluation if r["held_out"] == held_out]
+        questions = [item for offset in range(len(shapes.QUESTIONS)) for item in vqa_items(records, offset)]
+        lists[f"t2i_{split}"] = t2i_items(records)
+        lists[f"vqa_{split}"] = questions
+        lists[f"vqa_shape_{split}"] = [item for item in questions if item["question_key"] == "shape"]
+    return {name: lists[name] for name in EVALUATION_SETS}
+
+
+def write_evaluation_lists(data_dir):
+    """``data_dir/eval_{set}.json`` for every set of ``evaluation_lists`` (from ``data_dir/eval.json``);
+    returns {set name: path}."""
+    paths = {}
+    for name, items in evaluation_lists(load(os.path.join(data_dir, "eval.json"))).items():
+        paths[name] = os.path.join(data_dir, f"eval_{name}.json")
+        atomic_write_json(paths[name], items, indent=1)
+    return paths
 
 
 def write_world(out_dir, train_per_combination, eval_per_combination):
@@ -58,6 +86,7 @@ def write_world(out_dir, train_per_combination, eval_per_combination):
     for name, items in files.items():
         paths[name] = os.path.join(out_dir, f"{name}.json")
         atomic_write_json(paths[name], items, indent=1)
+    write_evaluation_lists(out_dir)
     return paths
 
 

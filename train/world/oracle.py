@@ -164,33 +164,41 @@ def hand_made_processor(codes, tokenizer, model_config=None):
 
 
 # ---- the experiment ------------------------------------------------------------------------------------------------
-def training_pictures(data_dir):
-    """{picture path as the world's training lists name it: the RGB picture} for both lists' pictures."""
-    paths = {item["image"] for name in ("t2i_train.json", "vqa_train.json")
-             for item in dataset.load(os.path.join(data_dir, name))}
+TRAINING_LISTS = {"t2i": ("t2i", "t2i_train.json"), "vqa": ("vqa", "vqa_train.json")}  # folder: (task, list)
+
+
+def pictures_of(data_dir, lists):
+    """{picture path as the lists name it: the RGB picture} of every picture in ``lists`` ({folder: (task, list
+    file in data_dir)})."""
+    paths = {item["image"] for _, name in lists.values() for item in dataset.load(os.path.join(data_dir, name))}
     return {path: Image.open(os.path.join(data_dir, path)).convert("RGB") for path in sorted(paths)}
 
 
-def prepare(codes, data_dir, pictures, out_dir):
-    """The world's training lists (``t2i_train.json``, ``vqa_train.json``) as token shards of these codes
-    (``pictures``: ``training_pictures(data_dir)``)."""
+def evaluation_lists(data_dir):
+    """The world's evaluation sets as ``prepare`` lists: {"eval/NAME": (task, list file)}."""
+    return {f"eval/{name}": (name.split("_")[0], os.path.basename(path))
+            for name, path in dataset.write_evaluation_lists(data_dir).items()}
+
+
+def prepare(codes, data_dir, lists, out_dir):
+    """The world's lists ({folder: (task, list file in data_dir)}: ``TRAINING_LISTS``, ``evaluation_lists``) as
+    token shards of these codes in ``out_dir/folder``; returns {folder: path}."""
     from train.shards import ShardWriter, make_record, part_name
 
-    grids = {path: codes.encode(picture) for path, picture in pictures.items()}
-
-    def items(task):
-        return dataset.load(os.path.join(data_dir, f"{task}_train.json"))
-
-    tasks = {"t2i": [make_record(i["name"], "t2i", i["text"], "", grids[i["image"]]) for i in items("t2i")],
-             "vqa": [make_record(i["id"], "vqa", i["conversations"][0]["value"].replace("<image>\n", ""),
-                                 i["conversations"][1]["value"], grids[i["image"]]) for i in items("vqa")]}
+    grids = {path: codes.encode(picture) for path, picture in pictures_of(data_dir, lists).items()}
     paths = {}
-    for task, records in tasks.items():
-        paths[task] = os.path.join(out_dir, task)
-        writer = ShardWriter(paths[task])
+    for folder, (task, name) in lists.items():
+        items = dataset.load(os.path.join(data_dir, name))
+        if task == "t2i":
+            records = [make_record(i["name"], "t2i", i["text"], "", grids[i["image"]]) for i in items]
+        else:
+            records = [make_record(i["id"], "vqa", i["conversations"][0]["value"].replace("<image>\n", ""),
+                                   i["conversations"][1]["value"], grids[i["image"]]) for i in items]
+        paths[folder] = os.path.join(out_dir, folder)
+        writer = ShardWriter(paths[folder])
         writer.write(0, records)
         writer.finish({"task": task, "num_samples": len(records), "parts": [part_name(0)],
-                       "source": os.path.abspath(os.path.join(data_dir, f"{task}_train.json")),
+                       "source": os.path.abspath(os.path.join(data_dir, name)),
                        "image_area": shapes.IMAGE_SIZE ** 2})
     return paths
 
@@ -231,7 +239,7 @@ def main(argv=None):
     from emu3.atomic import atomic_write_json
     from emu3.tokenizer import Emu3VisionVQConfig
     from train import tiny_world
-    from train.trainer import read_log
+    from train.trainer import evaluation_curves, read_log
 
     args = parse_args(argv)
     if args.llm_steps is not None and args.llm_steps < 1:
@@ -250,7 +258,7 @@ def main(argv=None):
     out = os.path.abspath(args.output_dir or os.path.join(world, "oracle" + variant))
     data_dir = os.path.join(world, "data")
     codebook = Emu3VisionVQConfig.from_pretrained(os.path.join(world, "Emu3-VisionTokenizer")).codebook_size
-    pictures = training_pictures(data_dir)
+    pictures = pictures_of(data_dir, TRAINING_LISTS)  # the codes are fitted to the training pictures only
     try:
         codes = HandMadeCodes.fit(pictures.values(), codebook, args.outline_colour, args.patterns,
                                   args.background_colour)
@@ -265,7 +273,8 @@ def main(argv=None):
         raise SystemExit(f"error: {out} holds a run with other settings ({tiny_world.describe_differences(differ)}); "
                          "pass another --output-dir")
 
-    paths = prepare(codes, data_dir, pictures, os.path.join(out, "prepared"))
+    evaluation = evaluation_lists(data_dir)
+    paths = prepare(codes, data_dir, {**TRAINING_LISTS, **evaluation}, os.path.join(out, "prepared"))
     per_pattern = f" x {len(COLOUR_NAMES)} colours" if codes.outline_colour else ""
     print(f"{len(codes.patterns)} coverage patterns{per_pattern} + {codes.first_pattern} background/colour codes for "
           f"{len(pictures)} training pictures, as token shards in {os.path.join(out, 'prepared')}", flush=True)
@@ -275,7 +284,8 @@ def main(argv=None):
     if log and log[-1]["step"] == steps:
         print(f"the LLM in {run_dir} finished its {steps} steps earlier: not trained again", flush=True)
     else:  # a first run, or an interrupted one: the trainer resumes from its newest checkpoint
-        command, env = tiny_world.llm_training(init_dir, [paths["t2i"], paths["vqa"]], run_dir, steps, seed)
+        command, env = tiny_world.llm_training(init_dir, [paths["t2i"], paths["vqa"]], run_dir, steps, seed,
+                                               evaluation_sets={f[len("eval/"):]: paths[f] for f in evaluation})
         print("  $ " + " ".join(command), flush=True)
         if subprocess.run(command, env=dict(os.environ, **env)).returncode:
             raise SystemExit("error: the LLM's training failed (see above)")
@@ -283,6 +293,8 @@ def main(argv=None):
     metrics = score(run_dir, codes, dataset.load(os.path.join(data_dir, "eval.json")), seed)
     metrics["codes"] = {"patterns": len(codes.patterns), "outline_colour": codes.outline_colour,
                         "background_colour": codes.background_colour, "llm_steps": steps, "seed": seed}
+    curves = evaluation_curves(read_log(run_dir))
+    metrics["llm"] = {"eval_loss": {name: curve[-1][1] for name, curve in curves.items()}}
     atomic_write_json(os.path.join(out, "metrics.json"), metrics, indent=2)
     print(summary(metrics, _read_metrics(world), codes), flush=True)
     return metrics
@@ -309,6 +321,12 @@ def summary(oracle, world=None, codes=None):
     lines = ["drawn colour/shape/size/all right, and questions answered right:"]
     for name, m in rows:
         lines.append(f"  {name:29s} held-out {cells(m, 'held_out')}; seen {cells(m, 'seen')}")
+    losses = [(name, m.get("llm", {}).get("eval_loss", {})) for name, m in rows]
+    losses = [(name, loss) for name, loss in losses if "t2i_seen" in loss and "t2i_held_out" in loss]
+    if losses:
+        lines.append("the LLM's loss on the evaluation pictures' visual tokens:")
+        lines += [f"  {name:29s} held-out {loss['t2i_held_out']:.3f}; seen {loss['t2i_seen']:.3f}"
+                  for name, loss in losses]
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from emu3.atomic import atomic_write, atomic_write_json
 
-from train.trainer import read_log
+from train.trainer import evaluation_curves, read_log
 
 from . import dataset, evaluate, probe, shapes
 
@@ -35,17 +35,24 @@ def _loss_figure(vq_log, llm_log):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    for ax, records, keys, title in ((axes[0], vq_log, ("loss", "reconstruction"), "vision tokenizer"),
-                                     (axes[1], llm_log, ("loss",), "Emu3 LLM (T2I + VQA)")):
-        for key in keys:
-            points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+    panels = [(vq_log, {key: [(r["step"], r[key]) for r in vq_log if r.get(key) is not None]
+                        for key in ("loss", "reconstruction")}, "vision tokenizer"),
+              (llm_log, {"loss": [(r["step"], r["loss"]) for r in llm_log if r.get("loss") is not None]},
+               "Emu3 LLM (T2I + VQA)")]
+    evaluated = evaluation_curves(llm_log)
+    if evaluated:
+        panels.append((llm_log, evaluated, "Emu3 LLM on the evaluation pictures"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.2))
+    for ax, (_, curves, title) in zip(axes, panels):
+        for key, points in curves.items():
             if points:
-                ax.plot(*zip(*points), label=key)
+                held_out = key.endswith("held_out")
+                ax.plot(*zip(*points), label=key, linestyle="--" if held_out else "-",
+                        marker="o" if len(points) < 10 else None)
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
@@ -89,7 +96,8 @@ def evaluate_and_report(out, timings, seed):
         "vqa": vqa,
         "codes": codes,
         "llm": {"training_steps": llm_log[-1]["step"] if llm_log else None,
-                "final_loss": next((r["loss"] for r in reversed(llm_log) if "loss" in r), None)},
+                "final_loss": next((r["loss"] for r in reversed(llm_log) if "loss" in r), None),
+                "eval_loss": {name: curve[-1][1] for name, curve in evaluation_curves(llm_log).items()}},
         "stage_seconds": timings,
     }
     atomic_write_json(os.path.join(out, "metrics.json"), metrics, indent=2)
@@ -114,6 +122,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:center}}</style>
 background. Held-out colour &times; shape pairs ({', '.join(f'{c} {s}' for c, s in shapes.HELD_OUT)}) never appear in
 training. Pictures are scored by reading back colour, shape, size and background from the pixels.</p>
 <h2>Losses</h2>{_img(_loss_figure(vq_log, llm_log), 'training losses', scale=1)}
+{_evaluation_note(metrics["llm"]["eval_loss"])}
 <h2>Vision tokenizer: reconstructions</h2>
 <p>PSNR {recon['psnr']:.2f} dB, SSIM {recon['ssim']:.3f} on {len(records)} evaluation pictures; the scorer reads
 every attribute right on {_percent(recon['checker']['all'])} of the reconstructions. Originals above, reconstructions
@@ -139,9 +148,27 @@ pairs' tokens, and what is learned from the training pairs does not carry over t
           f"held-out {_percent(generation.get('held_out', {}).get('all'))}; questions right: seen "
           f"{_percent(vqa.get('seen', {}).get('all'))}, held-out {_percent(vqa.get('held_out', {}).get('all'))}",
           flush=True)
+    losses = metrics["llm"]["eval_loss"]
+    if "t2i_seen" in losses and "t2i_held_out" in losses:
+        print(f"  the LLM's loss on the evaluation pictures' visual tokens: seen {losses['t2i_seen']:.3f}, held-out "
+              f"{losses['t2i_held_out']:.3f}", flush=True)
     print(f"  shape read from the codes alone (linear probe): seen {_percent(codes['probe']['seen']['shape'])}, "
           f"held-out {_percent(codes['probe'].get('held_out', {}).get('shape'))}", flush=True)
     return metrics
+
+
+def _evaluation_note(losses):
+    if not losses:
+        return ""
+    rows = "".join(f"<tr><th>{task}</th>" + "".join(f"<td>{losses[f'{task}_{split}']:.3f}</td>"
+                                                    if f"{task}_{split}" in losses else "<td>–</td>"
+                                                    for split in ("seen", "held_out")) + "</tr>"
+                   for task in ("t2i", "vqa", "vqa_shape"))
+    return ("<p>The LLM's loss on the evaluation pictures while it trained (right; the training loss's tokens: "
+            "visual tokens of a caption's picture for t2i, the answer for vqa; vqa_shape is the shape question "
+            "alone). Where the held-out curves stay above the seen ones, what is learned about the seen pairs does "
+            "not carry to the held-out ones.</p><table><tr><th>final loss</th><th>seen</th><th>held-out</th></tr>"
+            + rows + "</table>")
 
 
 def _nearest_rows(codes):
