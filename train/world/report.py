@@ -44,10 +44,13 @@ def _loss_figure(vq_log, llm_log):
         panels.append((llm_log, evaluated, "Emu3 LLM on the evaluation pictures"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.2))
     for ax, (_, curves, title) in zip(axes, panels):
+        colours = {}  # a set's seen and held-out curves share a colour: solid seen, dashed held-out
         for key, points in curves.items():
             if points:
-                held_out = key.endswith("held_out")
-                ax.plot(*zip(*points), label=key, linestyle="--" if held_out else "-",
+                held_out = key.endswith("_held_out")
+                base = key[:-len("_held_out")] if held_out else key[:-len("_seen")] if key.endswith("_seen") else key
+                colour = colours.setdefault(base, f"C{len(colours)}")
+                ax.plot(*zip(*points), label=key, color=colour, linestyle="--" if held_out else "-",
                         marker="o" if len(points) < 10 else None)
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
