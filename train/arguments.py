@@ -9,7 +9,7 @@ import argparse
 import os
 import re
 
-from .optim import SCHEDULES
+from .schedules import SCHEDULES
 
 EVAL_SET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
@@ -108,6 +108,15 @@ def build_parser():
                         "else no); with --eval_data_path the final model is evaluated too, into eval_results.json")
     g.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: --logging_steps)")
     g.add_argument("--per_device_eval_batch_size", type=int, default=8)
+    _bool(g, "--load_best_model_at_end", False,
+          "the final model is the checkpoint (or the final weights) with the best --metric_for_best_model; needs "
+          "--eval_data_path, the same --eval_strategy and --save_strategy, and --save_steps a multiple of "
+          "--eval_steps (as HF); the best checkpoint outlives --save_total_limit")
+    g.add_argument("--metric_for_best_model", default=None,
+                   help="the evaluation to compare checkpoints by: eval_loss or eval_NAME_loss ('eval_' may be left "
+                        "out); default with --load_best_model_at_end: the first evaluation set's loss")
+    g.add_argument("--greater_is_better", type=str_to_bool, default=None, metavar="BOOL",
+                   help="whether a larger --metric_for_best_model is better (default: False for a loss)")
     g.add_argument("--run_name", default=None, help="a name for the logs (default: the output folder's)")
     g.add_argument("--resume", default=None, help="a checkpoint-{step} folder; by default the newest checkpoint in "
                                                   "--output_dir is resumed, as the original does")
@@ -166,6 +175,19 @@ def parse_args(argv=None):
         args.eval_steps = args.logging_steps
     if args.eval_steps < 1 or args.per_device_eval_batch_size < 1:
         problems.append("--eval_steps and --per_device_eval_batch_size must be >= 1")
+    if args.metric_for_best_model and not args.metric_for_best_model.startswith("eval_"):
+        args.metric_for_best_model = "eval_" + args.metric_for_best_model
+    if args.greater_is_better is None and args.metric_for_best_model:
+        args.greater_is_better = not args.metric_for_best_model.endswith("loss")
+    if args.load_best_model_at_end:
+        if not args.eval_data_path:
+            problems.append("--load_best_model_at_end needs --eval_data_path (the samples to compare checkpoints on)")
+        elif args.eval_strategy != args.save_strategy:
+            problems.append(f"--load_best_model_at_end needs --eval_strategy and --save_strategy to match (got "
+                            f"{args.eval_strategy} and {args.save_strategy}): every checkpoint must be evaluated")
+        elif args.save_strategy == "steps" and args.save_steps % args.eval_steps:
+            problems.append(f"--load_best_model_at_end needs --save_steps ({args.save_steps}) to be a multiple of "
+                            f"--eval_steps ({args.eval_steps})")
     if problems:
         parser.error("; ".join(problems))
     return args

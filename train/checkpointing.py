@@ -113,10 +113,10 @@ def write_model(directory, weights, config, tokenizer, ranks=SINGLE_PROCESS):
 
 
 def save_checkpoint(output_dir, step, weights, config, tokenizer, optimizer_state, trainer_state, save_total_limit,
-                    ranks=SINGLE_PROCESS):
-    """Write ``output_dir/checkpoint-{step}`` atomically, then prune the oldest beyond ``save_total_limit``.
-    ``optimizer_state``: this rank's tensors (with several ranks: its rank file's), or a function returning them
-    once the model has been written."""
+                    ranks=SINGLE_PROCESS, keep=None):
+    """Write ``output_dir/checkpoint-{step}`` atomically, then prune the oldest beyond ``save_total_limit`` but the
+    checkpoint named ``keep`` (the best one). ``optimizer_state``: this rank's tensors (with several ranks: its rank
+    file's), or a function returning them once the model has been written."""
     final = os.path.join(output_dir, f"checkpoint-{step}")
     if ranks.size == 1:
         tmp = tempfile.mkdtemp(dir=output_dir, prefix=f".tmp-checkpoint-{step}-")
@@ -149,9 +149,22 @@ def save_checkpoint(output_dir, step, weights, config, tokenizer, optimizer_stat
             shutil.rmtree(tmp, ignore_errors=True)
     if save_total_limit and ranks.is_main:
         for _, path in checkpoints(output_dir)[:-save_total_limit]:
-            shutil.rmtree(path, ignore_errors=True)
+            if os.path.basename(path) != keep:
+                shutil.rmtree(path, ignore_errors=True)
     ranks.barrier()
     return final
+
+
+def copy_model_files(checkpoint, directory):
+    """A checkpoint's model (config, weights, tokenizer files: everything but the optimizer and trainer state)
+    into ``directory``, each file replaced atomically."""
+    for name in sorted(os.listdir(checkpoint)):
+        source = os.path.join(checkpoint, name)
+        if name in (OPTIMIZER_FILE, STATE_FILE) or name.startswith("rank-") or not os.path.isfile(source):
+            continue
+        tmp = os.path.join(directory, f".{name}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, os.path.join(directory, name))
 
 
 def check_resumable(path, config, fields=ARCHITECTURE_FIELDS):

@@ -225,6 +225,11 @@ def main(argv=None):
         return _error(problem)
     if npus == 1:
         return subprocess.call([sys.executable, script, *train_args])
+    # The flags are checked here, once: under msrun each rank would print the same usage into its log and the
+    # launch would end with "a worker stopped".
+    from train.arguments import parse_args
+
+    parse_args(train_args)  # exits with the error (code 2), as train/train.py would
     port = int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else free_port()
     if port_in_use(port):
         return _error(f"MASTER_PORT {port} is in use (another training run?): pick a free one, or leave MASTER_PORT "

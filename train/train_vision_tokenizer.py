@@ -199,7 +199,8 @@ class VisionTokenizerTrainer:
         import mindspore as ms
 
         from emu3.tokenizer import Emu3VisionVQModel
-        from train.optim import AdamW, learning_rates
+        from train.optim import AdamW
+        from train.schedules import learning_rates
         from train.vq_discriminator import DiscriminatorStep
         from train.vq_training import CodebookKeeper, VQTrainingLoss, VQTrainStep
 

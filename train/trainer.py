@@ -25,10 +25,11 @@ from emu3.parallel.zero import shard_rows
 
 from .arguments import eval_sets
 from .checkpointing import (PARAM_PREFIX, ModelExport, Ranks, check_resumable, check_same_layout, checkpoints,
-                            load_resume_state, process_layout, rank_file, read_tensors, read_tensors_from,
-                            remove_stale_temporaries, save_checkpoint, write_model)
+                            copy_model_files, load_resume_state, process_layout, rank_file, read_tensors,
+                            read_tensors_from, remove_stale_temporaries, save_checkpoint, write_model)
 from .data import SFTDataset, batches, next_token_targets
-from .optim import AdamW, learning_rates
+from .optim import AdamW
+from .schedules import learning_rates
 from .parallelize import init_parallel, parallelize
 from .sequences import IGNORE_INDEX, SequenceBuilder, supervision_from_flags
 from .step import TrainStep
@@ -91,6 +92,7 @@ class Trainer:
                                                         log=lambda message, flag=flag: log(f"{flag}: {message}"))
             except (FileNotFoundError, ValueError) as e:
                 raise TrainingError(f"{flag}: {e}") from None
+        self.best_metric_key = self._best_metric_key()
         self.samples_per_epoch = len(self.dataset.epoch_order(0, self.dp.size, self.dp.rank))
         micro_per_epoch = self.samples_per_epoch // args.per_device_train_batch_size
         if micro_per_epoch == 0:
@@ -118,6 +120,19 @@ class Trainer:
             self.policy = PrecisionPolicy.for_device("fp16" if a.fp16 else "bf16" if a.bf16 else "fp32")
         except ValueError as e:
             raise TrainingError(f"--bf16: {e}") from None
+
+    def _best_metric_key(self):
+        """The evaluation record key checkpoints are compared by (None: not compared)."""
+        a = self.args
+        if not (a.load_best_model_at_end or a.metric_for_best_model) or not self.eval_datasets:
+            return None
+        available = [f"{prefix}_loss" for prefix in self.eval_datasets]
+        key = a.metric_for_best_model or available[0]
+        if key not in available:
+            raise TrainingError(f"--metric_for_best_model {key}: the evaluation logs {', '.join(available)}")
+        if a.greater_is_better is None:
+            a.greater_is_better = not key.endswith("loss")
+        return key
 
     def _load_tokenizer(self):
         try:
@@ -193,7 +208,11 @@ class Trainer:
         scaler_kind = (a.loss_scaler_type or "dynamic") if a.fp16 else "none"
         self.scaler = LossScaler(scaler_kind, a.init_loss_scale if a.fp16 else 1.0, a.loss_scale_factor,
                                  a.scale_window)
-        self.state = {"global_step": 0, "epoch": 0, "samples_in_epoch": 0}
+        # best_*: the evaluation that is best by --metric_for_best_model so far (HF's trainer_state fields) and where
+        # its model is (a checkpoint folder, or --output_dir for the final weights)
+        self.state = {"global_step": 0, "epoch": 0, "samples_in_epoch": 0, "best_metric": None,
+                      "best_model_checkpoint": None, "best_evaluation": None}
+        self.evaluation = None  # the latest evaluation's record
         if self.resume_path:
             self._restore()
         self.train_step = TrainStep(self.model, self.optimizer, a.max_grad_norm, compiled=a.mode == 0,
@@ -222,7 +241,8 @@ class Trainer:
                                       [PARAM_PREFIX + name for name in self.plan.master_by_name])
             for name, master in self.plan.master_by_name.items():
                 master.set_data(ms.Tensor(parts[PARAM_PREFIX + name]))
-        self.state = {k: state[k] for k in ("global_step", "epoch", "samples_in_epoch")}
+        self.state.update({k: state[k] for k in ("global_step", "epoch", "samples_in_epoch")},
+                          **{k: state.get(k) for k in ("best_metric", "best_model_checkpoint", "best_evaluation")})
         self.scaler.scale, self.scaler.good_steps = state["loss_scale"], state["loss_scale_good_steps"]
         ms.set_seed(state["seed"] + state["global_step"])
         self.log(f"resumed from {self.resume_path}: step {self.state['global_step']}, epoch {self.state['epoch']}, "
@@ -258,9 +278,17 @@ class Trainer:
                         and self.state["global_step"] < self.total_steps):
                     self.evaluate()
                 self._save_if()
-        if self.eval_datasets:
-            self._write_eval_results(self.evaluate())
-        self.save_final()
+        results = self.evaluate() if self.eval_datasets else None
+        if results is not None:
+            self._track_best(self.args.output_dir)  # the final weights compete too
+        best = self.state["best_model_checkpoint"]
+        if a.load_best_model_at_end and best and best != a.output_dir:
+            self.publish_best(best)
+            results = self.state["best_evaluation"]
+        else:
+            self.save_final()
+        if results is not None:
+            self._write_eval_results(results)
 
     def _rank_slice(self, ids, mask, targets):
         """Under sequence parallelism this rank's tokens of the batch (and the whole padding mask)."""
@@ -309,7 +337,18 @@ class Trainer:
                 merged.update(self._evaluate_set(prefix, dataset))
         finally:
             self.model.set_train(True)
+        self.evaluation = merged
         return merged
+
+    def _track_best(self, model_path):
+        """Make the latest evaluation the best one if it is (``model_path``: where the evaluated model is saved),
+        when it evaluated the current step and checkpoints are compared."""
+        key, record = self.best_metric_key, self.evaluation
+        if key is None or record is None or record["step"] != self.state["global_step"]:
+            return
+        best, value = self.state["best_metric"], record[key]
+        if best is None or (value > best if self.args.greater_is_better else value < best):
+            self.state.update(best_metric=value, best_model_checkpoint=model_path, best_evaluation=record)
 
     def _evaluate_set(self, prefix, dataset):
         a, start = self.args, time.time()
@@ -384,6 +423,8 @@ class Trainer:
 
     def save_checkpoint(self):
         a = self.args
+        self._track_best(os.path.join(a.output_dir, f"checkpoint-{self.state['global_step']}"))
+        best = self.state["best_model_checkpoint"]
         state = dict(self.state, total_steps=self.total_steps, loss_scale=self.scaler.scale,
                      loss_scale_good_steps=self.scaler.good_steps, seed=a.seed,
                      train_data_path=[os.path.abspath(p) for p in a.train_data_path], **self._layout(),
@@ -394,11 +435,25 @@ class Trainer:
             return dict(self.optimizer.state(), **parts) if self.world.size > 1 else self.optimizer.state()
 
         path = save_checkpoint(a.output_dir, self.state["global_step"], export, self.config,
-                               self.tokenizer, rank_state, state, a.save_total_limit, self.ranks)
+                               self.tokenizer, rank_state, state, a.save_total_limit, self.ranks,
+                               keep=os.path.basename(best) if best and a.load_best_model_at_end else None)
         if self.world.rank == 0:
             plot_losses(a.output_dir)
         self.log(f"saved {path}")
         return path
+
+    def publish_best(self, checkpoint):
+        """The final model is the best checkpoint's (--load_best_model_at_end): its model files, copied."""
+        path = os.path.join(self.args.output_dir, os.path.basename(checkpoint))
+        if not os.path.isdir(path):
+            raise TrainingError(f"--load_best_model_at_end: the best checkpoint {path} is gone (deleted by hand?); "
+                                "its evaluation is in train_log.jsonl, the last weights in the newest checkpoint")
+        if self.world.rank == 0:
+            copy_model_files(path, self.args.output_dir)
+            plot_losses(self.args.output_dir)
+        self.ranks.barrier()
+        self.log(f"final model in {self.args.output_dir}: the best checkpoint's, {os.path.basename(path)} "
+                 f"({self.best_metric_key} {self.state['best_metric']:.4f}; --load_best_model_at_end)")
 
     def save_final(self):
         write_model(self.args.output_dir, self._weights()[0], self.config, self.tokenizer, self.ranks)

@@ -17,7 +17,8 @@ from emu3.mllm.configuration_emu3 import Emu3Config
 from emu3.mllm.modeling_emu3 import Emu3ForCausalLM
 from llm_reference import SMALL_VOCAB_IMAGE_IDS, make_reference
 from train.data import next_token_targets
-from train.optim import AdamW, decays, learning_rates
+from train.optim import AdamW, decays
+from train.schedules import learning_rates
 from train.step import TrainStep
 
 LR, MIN_LR, WARMUP, TOTAL, WD, BETAS, EPS, MAX_NORM = 1e-2, 1e-3, 1, 5, 0.1, (0.9, 0.95), 1e-6, 0.5

@@ -245,6 +245,70 @@ def test_named_evaluation_sets_are_logged_apart(tmp_path, tokenizer_dir, llm_dir
         Trainer(parse_args(flags(llm_dir, t2i_data, tmp_path / "x", "--eval_data_path", f"first={tmp_path}/nope")))
 
 
+def _weights_equal(a, b):
+    a, b = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    return a.keys() == b.keys() and all(np.array_equal(a[name], b[name]) for name in a)
+
+
+def test_load_best_model_at_end(tmp_path, llm_dir, t2i_data, monkeypatch, capsys):
+    """--load_best_model_at_end: the final model is the best evaluated checkpoint's, that checkpoint outlives
+    --save_total_limit, eval_results.json is its evaluation, and a resumed run still knows it. The loss falls
+    every evaluation here, so --greater_is_better True makes the first checkpoint the best."""
+    best_first = ["--eval_data_path", f"data={t2i_data}", "--eval_steps", 2, "--load_best_model_at_end", "True",
+                  "--save_total_limit", 1]
+    out = tmp_path / "first"
+    messages = []
+    train(flags(llm_dir, t2i_data, out, *best_first, "--metric_for_best_model", "data_loss", "--greater_is_better",
+                "True"), log=messages.append)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert _weights_equal(out, out / "checkpoint-2") and not _weights_equal(out, out / "checkpoint-4")
+    Emu3ForCausalLM.from_pretrained(str(out))  # a whole released-layout model
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    evaluated = {r["step"]: r["eval_data_loss"] for r in log if "eval_data_loss" in r}
+    assert list(evaluated) == [2, 4, 6] and evaluated[2] > evaluated[4] > evaluated[6]
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["step"] == 2 and results["eval_data_loss"] == evaluated[2]
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"].endswith("checkpoint-2") and state["best_metric"] == evaluated[2]
+    assert any("the best checkpoint's, checkpoint-2 (eval_data_loss" in m for m in messages)
+
+    # Lower is better (the default for a loss): the final weights are the best, kept as trained.
+    out = tmp_path / "last"
+    train(flags(llm_dir, t2i_data, out, *best_first))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
+    assert json.loads((out / "eval_results.json").read_text())["step"] == 6
+    assert not _weights_equal(out, out / "checkpoint-4")
+
+    # Resumed after a kill at step 4's save: the best (step 2) is read back from checkpoint-2.
+    out = tmp_path / "resumed"
+    real_save = checkpointing.save_file
+
+    def dies_at_step_4(tensors, path, *a, **k):
+        if "checkpoint-4" in path:
+            raise KeyboardInterrupt("killed while saving")
+        return real_save(tensors, path, *a, **k)
+
+    argv = flags(llm_dir, t2i_data, out, *best_first, "--greater_is_better", "True")
+    monkeypatch.setattr(checkpointing, "save_file", dies_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(argv)
+    monkeypatch.setattr(checkpointing, "save_file", real_save)
+    train(argv)
+    assert _weights_equal(out, out / "checkpoint-2")
+    assert json.loads((out / "eval_results.json").read_text())["step"] == 2
+
+    for extra, problem in ((["--load_best_model_at_end"], "needs --eval_data_path"),
+                           (best_first + ["--save_strategy", "epoch"], "--eval_strategy and --save_strategy"),
+                           (best_first + ["--save_steps", 3], "a multiple of --eval_steps")):
+        with pytest.raises(SystemExit):
+            parse_args(flags(llm_dir, t2i_data, tmp_path / "x", *extra))
+        assert problem in capsys.readouterr().err
+    with pytest.raises(TrainingError, match="--metric_for_best_model eval_other_loss: the evaluation logs "
+                                            "eval_data_loss$"):
+        Trainer(parse_args(flags(llm_dir, t2i_data, tmp_path / "x", *best_first, "--metric_for_best_model",
+                                 "other_loss")))
+
+
 @pytest.mark.parametrize("script, data", [("t2i_sft_single.sh", "t2i_data"), ("vqa_sft_single.sh", "vqa_data")])
 def test_single_device_scripts_pass_extra_flags_through(request, tmp_path, llm_dir, script, data):
     env = dict(os.environ, MODEL_PATH=llm_dir, DATA_PATH=request.getfixturevalue(data),
