@@ -220,3 +220,9 @@ def test_launch_errors_before_any_work(tmp_path, llm_dir):
     assert result.returncode == 2 and "is in use" in result.stderr
     result = run_script("vqa_sft_seq_parallel.sh", tmp_path / "b", llm_dir, str(tmp_path), npus=3, sp=2)
     assert result.returncode == 2 and "NPUS=3 must be a positive multiple of SP=2" in result.stderr
+    # A wrong training flag: one error from the launcher, before msrun starts any rank.
+    result = run_script("t2i_sft_seq_parallel.sh", tmp_path / "c", llm_dir, str(tmp_path),
+                        extra=["--load_best_model_at_end", "True"])
+    assert result.returncode == 2 and result.stderr.count("usage:") == 1
+    assert "error: --load_best_model_at_end needs --eval_data_path" in result.stderr
+    assert not (tmp_path / "c").exists()
