@@ -29,8 +29,8 @@ from .checkpointing import (PARAM_PREFIX, ModelExport, Ranks, check_resumable, c
                             read_tensors_from, remove_stale_temporaries, save_checkpoint, write_model)
 from .data import SFTDataset, batches, next_token_targets
 from .optim import AdamW
-from .schedules import learning_rates
 from .parallelize import init_parallel, parallelize
+from .schedules import learning_rates
 from .sequences import IGNORE_INDEX, SequenceBuilder, supervision_from_flags
 from .step import TrainStep
 
@@ -130,8 +130,7 @@ class Trainer:
         key = a.metric_for_best_model or available[0]
         if key not in available:
             raise TrainingError(f"--metric_for_best_model {key}: the evaluation logs {', '.join(available)}")
-        if a.greater_is_better is None:
-            a.greater_is_better = not key.endswith("loss")
+        self.greater_is_better = not key.endswith("loss") if a.greater_is_better is None else a.greater_is_better
         return key
 
     def _load_tokenizer(self):
@@ -282,8 +281,7 @@ class Trainer:
         if results is not None:
             self._track_best(self.args.output_dir)  # the final weights compete too
         best = self.state["best_model_checkpoint"]
-        if a.load_best_model_at_end and best and best != a.output_dir:
-            self.publish_best(best)
+        if a.load_best_model_at_end and best and best != a.output_dir and self.publish_best(best):
             results = self.state["best_evaluation"]
         else:
             self.save_final()
@@ -347,7 +345,7 @@ class Trainer:
         if key is None or record is None or record["step"] != self.state["global_step"]:
             return
         best, value = self.state["best_metric"], record[key]
-        if best is None or (value > best if self.args.greater_is_better else value < best):
+        if best is None or (value > best if self.greater_is_better else value < best):
             self.state.update(best_metric=value, best_model_checkpoint=model_path, best_evaluation=record)
 
     def _evaluate_set(self, prefix, dataset):
@@ -443,17 +441,20 @@ class Trainer:
         return path
 
     def publish_best(self, checkpoint):
-        """The final model is the best checkpoint's (--load_best_model_at_end): its model files, copied."""
+        """The final model is the best checkpoint's (--load_best_model_at_end): its model files, copied. False
+        (and nothing copied) when that checkpoint is gone: the final weights are saved instead, not lost."""
         path = os.path.join(self.args.output_dir, os.path.basename(checkpoint))
-        if not os.path.isdir(path):
-            raise TrainingError(f"--load_best_model_at_end: the best checkpoint {path} is gone (deleted by hand?); "
-                                "its evaluation is in train_log.jsonl, the last weights in the newest checkpoint")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            self.log(f"warning: --load_best_model_at_end: the best checkpoint {path} is gone (deleted by hand?); "
+                     "the final model is the last weights instead (the best one's evaluation is in train_log.jsonl)")
+            return False
         if self.world.rank == 0:
             copy_model_files(path, self.args.output_dir)
             plot_losses(self.args.output_dir)
         self.ranks.barrier()
         self.log(f"final model in {self.args.output_dir}: the best checkpoint's, {os.path.basename(path)} "
                  f"({self.best_metric_key} {self.state['best_metric']:.4f}; --load_best_model_at_end)")
+        return True
 
     def save_final(self):
         write_model(self.args.output_dir, self._weights()[0], self.config, self.tokenizer, self.ranks)
@@ -498,7 +499,7 @@ def evaluation_curves(records):
     curves = {}
     for r in records:
         for key, value in r.items():
-            if key == "eval_loss" or key.startswith("eval_") and key.endswith("_loss"):
+            if key == "eval_loss" or (key.startswith("eval_") and key.endswith("_loss")):
                 name = None if key == "eval_loss" else key[len("eval_"):-len("_loss")]
                 curves.setdefault(name, []).append((r["step"], value))
     return curves

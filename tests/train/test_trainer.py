@@ -3,6 +3,7 @@ that died half-way), frozen layers, fp16, and clear errors for bad input."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -296,6 +297,22 @@ def test_load_best_model_at_end(tmp_path, llm_dir, t2i_data, monkeypatch, capsys
     train(argv)
     assert _weights_equal(out, out / "checkpoint-2")
     assert json.loads((out / "eval_results.json").read_text())["step"] == 2
+
+    # The best checkpoint deleted by hand during the run: the final weights are saved instead, with a warning.
+    out, messages = tmp_path / "gone", []
+
+    def deletes_checkpoint_2(tensors, path, *a, **k):
+        if "checkpoint-4" in path:
+            shutil.rmtree(out / "checkpoint-2")
+        return real_save(tensors, path, *a, **k)
+
+    monkeypatch.setattr(checkpointing, "save_file", deletes_checkpoint_2)
+    train(flags(llm_dir, t2i_data, out, *best_first, "--greater_is_better", "True"), log=messages.append)
+    monkeypatch.setattr(checkpointing, "save_file", real_save)
+    assert any("checkpoint-2 is gone" in m for m in messages)
+    Emu3ForCausalLM.from_pretrained(str(out))
+    assert not _weights_equal(out, out / "checkpoint-4")
+    assert json.loads((out / "eval_results.json").read_text())["step"] == 6
 
     for extra, problem in ((["--load_best_model_at_end"], "needs --eval_data_path"),
                            (best_first + ["--save_strategy", "epoch"], "--eval_strategy and --save_strategy"),
