@@ -173,11 +173,11 @@ class World:
               f"special and {codebook} visual tokens, in {self.path('tokenizer')}", flush=True)
 
     def prepare(self):
-        from train.world.dataset import write_evaluation_lists
+        from train.world.dataset import task_of, write_evaluation_lists
 
         lists = [(task, self.path("data", f"{task}_train.json"), self.path("prepared", task)) for task in TASKS]
         # The LLM's evaluation sets (written here too for a world whose data stage predates them).
-        lists += [(name.split("_")[0], path, self.path("prepared", "eval", name))
+        lists += [(task_of(name), path, self.path("prepared", "eval", name))
                   for name, path in write_evaluation_lists(self.path("data")).items()]
         for task, data, output in lists:
             with open(data) as f:

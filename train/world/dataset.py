@@ -62,6 +62,11 @@ def evaluation_lists(evaluation):
     return {name: lists[name] for name in EVALUATION_SETS}
 
 
+def task_of(set_name):
+    """"t2i" or "vqa": the task of an evaluation set of ``evaluation_lists``."""
+    return set_name.split("_")[0]
+
+
 def write_evaluation_lists(data_dir):
     """``data_dir/eval_{set}.json`` for every set of ``evaluation_lists`` (from ``data_dir/eval.json``);
     returns {set name: path}."""

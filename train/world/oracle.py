@@ -176,7 +176,7 @@ def pictures_of(data_dir, lists):
 
 def evaluation_lists(data_dir):
     """The world's evaluation sets as ``prepare`` lists: {"eval/NAME": (task, list file)}."""
-    return {f"eval/{name}": (name.split("_")[0], os.path.basename(path))
+    return {f"eval/{name}": (dataset.task_of(name), os.path.basename(path))
             for name, path in dataset.write_evaluation_lists(data_dir).items()}
 
 
