@@ -31,6 +31,21 @@ def train(argv, log=None):
     return trainer
 
 
+def killed_at_step_4_save(monkeypatch, argv):
+    """Train with ``argv`` until the process is "killed" while writing checkpoint-4."""
+    real_save = checkpointing.save_file
+
+    def dies_at_step_4(tensors, path, *a, **k):
+        if "checkpoint-4" in path:
+            raise KeyboardInterrupt("killed while saving")
+        return real_save(tensors, path, *a, **k)
+
+    monkeypatch.setattr(checkpointing, "save_file", dies_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(argv)
+    monkeypatch.setattr(checkpointing, "save_file", real_save)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, llm_dir, t2i_data):
     out = tmp_path_factory.mktemp("run") / "full"
@@ -57,17 +72,7 @@ def test_outputs_are_released_layout_folders(uninterrupted):
 def test_resume_after_a_stop_and_a_killed_save_equals_uninterrupted(tmp_path, llm_dir, t2i_data, uninterrupted,
                                                                     monkeypatch):
     out = tmp_path / "run"
-    real_save = checkpointing.save_file
-
-    def dies_at_step_4(tensors, path, *a, **k):
-        if "checkpoint-4" in path:
-            raise KeyboardInterrupt("killed while saving")
-        return real_save(tensors, path, *a, **k)
-
-    monkeypatch.setattr(checkpointing, "save_file", dies_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        train(flags(llm_dir, t2i_data, out))
-    monkeypatch.setattr(checkpointing, "save_file", real_save)
+    killed_at_step_4_save(monkeypatch, flags(llm_dir, t2i_data, out))
     assert [s for s, _ in checkpointing.checkpoints(str(out))] == [2], "a half-written save is never a checkpoint"
     # A hard kill leaves its temporary folder behind (no finally runs): the next run must ignore and remove it.
     stale = out / ".tmp-checkpoint-4-killed"
@@ -282,24 +287,14 @@ def test_load_best_model_at_end(tmp_path, llm_dir, t2i_data, monkeypatch, capsys
 
     # Resumed after a kill at step 4's save: the best (step 2) is read back from checkpoint-2.
     out = tmp_path / "resumed"
-    real_save = checkpointing.save_file
-
-    def dies_at_step_4(tensors, path, *a, **k):
-        if "checkpoint-4" in path:
-            raise KeyboardInterrupt("killed while saving")
-        return real_save(tensors, path, *a, **k)
-
     argv = flags(llm_dir, t2i_data, out, *best_first, "--greater_is_better", "True")
-    monkeypatch.setattr(checkpointing, "save_file", dies_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        train(argv)
-    monkeypatch.setattr(checkpointing, "save_file", real_save)
+    killed_at_step_4_save(monkeypatch, argv)
     train(argv)
     assert _weights_equal(out, out / "checkpoint-2")
     assert json.loads((out / "eval_results.json").read_text())["step"] == 2
 
     # The best checkpoint deleted by hand during the run: the final weights are saved instead, with a warning.
-    out, messages = tmp_path / "gone", []
+    out, messages, real_save = tmp_path / "gone", [], checkpointing.save_file
 
     def deletes_checkpoint_2(tensors, path, *a, **k):
         if "checkpoint-4" in path:
