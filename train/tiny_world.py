@@ -259,7 +259,7 @@ def describe_differences(differ):
 def llm_training(init_dir, data_paths, run_dir, steps, seed, npus=1, evaluation_sets=None):
     """(command, environment) of the world's LLM recipe: ``scripts/t2i_sft_seq_parallel.sh`` training the model in
     ``init_dir`` on the shard folders ``data_paths`` (T2I and VQA) into ``run_dir``, evaluating it on the named shard
-    folders ``evaluation_sets`` ({name: folder}) four times and at the end."""
+    folders ``evaluation_sets`` ({name: folder}) every quarter of the steps."""
     positions = _llm_fields()["max_position_embeddings"]
     command = ["bash", os.path.join(REPO, "scripts", "t2i_sft_seq_parallel.sh"), "--train_data_path", *data_paths,
                "--apply_loss_on_only_vision", "True", "--apply_loss_on_only_text", "True",
