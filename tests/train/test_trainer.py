@@ -321,6 +321,21 @@ def test_load_best_model_at_end(tmp_path, llm_dir, t2i_data, monkeypatch, capsys
                                  "other_loss")))
 
 
+def test_the_best_checkpoints_model_files_are_copied_without_its_training_state(tmp_path):
+    """A ZeRO checkpoint holds rank files, the optimizer and the trainer state beside the released-layout model:
+    only the model (config, weights, tokenizer files) becomes the final model; files already there are replaced."""
+    best, out = tmp_path / "checkpoint-2", tmp_path / "out"
+    (best / "sub").mkdir(parents=True)
+    out.mkdir()
+    for name in ("config.json", "model.safetensors", "emu3.tiktoken", "optimizer.safetensors", "trainer_state.json",
+                 "rank-0-of-2.safetensors", "rank-1-of-2.safetensors"):
+        (best / name).write_text(name)
+    (out / "model.safetensors").write_text("the last weights")
+    checkpointing.copy_model_files(str(best), str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "emu3.tiktoken", "model.safetensors"]
+    assert (out / "model.safetensors").read_text() == "model.safetensors"
+
+
 @pytest.mark.parametrize("script, data", [("t2i_sft_single.sh", "t2i_data"), ("vqa_sft_single.sh", "vqa_data")])
 def test_single_device_scripts_pass_extra_flags_through(request, tmp_path, llm_dir, script, data):
     env = dict(os.environ, MODEL_PATH=llm_dir, DATA_PATH=request.getfixturevalue(data),
