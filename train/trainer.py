@@ -278,8 +278,7 @@ class Trainer:
                     self.evaluate()
                 self._save_if()
         results = self.evaluate() if self.eval_datasets else None
-        if results is not None:
-            self._track_best(self.args.output_dir)  # the final weights compete too
+        self._track_best(a.output_dir)  # the final weights compete too
         best = self.state["best_model_checkpoint"]
         if a.load_best_model_at_end and best and best != a.output_dir and self.publish_best(best):
             results = self.state["best_evaluation"]
@@ -503,6 +502,11 @@ def evaluation_curves(records):
                 name = None if key == "eval_loss" else key[len("eval_"):-len("_loss")]
                 curves.setdefault(name, []).append((r["step"], value))
     return curves
+
+
+def final_evaluation_losses(records):
+    """{evaluation set name: its loss at the last evaluation} of train_log records."""
+    return {name: curve[-1][1] for name, curve in evaluation_curves(records).items()}
 
 
 def plot_losses(output_dir):

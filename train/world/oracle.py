@@ -180,12 +180,13 @@ def evaluation_lists(data_dir):
             for name, path in dataset.write_evaluation_lists(data_dir).items()}
 
 
-def prepare(codes, data_dir, lists, out_dir):
+def prepare(codes, data_dir, lists, pictures, out_dir):
     """The world's lists ({folder: (task, list file in data_dir)}: ``TRAINING_LISTS``, ``evaluation_lists``) as
-    token shards of these codes in ``out_dir/folder``; returns {folder: path}."""
+    token shards of these codes in ``out_dir/folder`` (``pictures``: {path: picture} of every picture they name);
+    returns {folder: path}."""
     from train.shards import ShardWriter, make_record, part_name
 
-    grids = {path: codes.encode(picture) for path, picture in pictures_of(data_dir, lists).items()}
+    grids = {path: codes.encode(picture) for path, picture in pictures.items()}
     paths = {}
     for folder, (task, name) in lists.items():
         items = dataset.load(os.path.join(data_dir, name))
@@ -239,7 +240,7 @@ def main(argv=None):
     from emu3.atomic import atomic_write_json
     from emu3.tokenizer import Emu3VisionVQConfig
     from train import tiny_world
-    from train.trainer import evaluation_curves, read_log
+    from train.trainer import final_evaluation_losses, read_log
 
     args = parse_args(argv)
     if args.llm_steps is not None and args.llm_steps < 1:
@@ -274,7 +275,9 @@ def main(argv=None):
                          "pass another --output-dir")
 
     evaluation = evaluation_lists(data_dir)
-    paths = prepare(codes, data_dir, {**TRAINING_LISTS, **evaluation}, os.path.join(out, "prepared"))
+    # The evaluation pictures are others than the training ones: each picture is read once.
+    paths = prepare(codes, data_dir, {**TRAINING_LISTS, **evaluation},
+                    dict(pictures, **pictures_of(data_dir, evaluation)), os.path.join(out, "prepared"))
     per_pattern = f" x {len(COLOUR_NAMES)} colours" if codes.outline_colour else ""
     print(f"{len(codes.patterns)} coverage patterns{per_pattern} + {codes.first_pattern} background/colour codes for "
           f"{len(pictures)} training pictures, as token shards in {os.path.join(out, 'prepared')}", flush=True)
@@ -293,8 +296,7 @@ def main(argv=None):
     metrics = score(run_dir, codes, dataset.load(os.path.join(data_dir, "eval.json")), seed)
     metrics["codes"] = {"patterns": len(codes.patterns), "outline_colour": codes.outline_colour,
                         "background_colour": codes.background_colour, "llm_steps": steps, "seed": seed}
-    curves = evaluation_curves(read_log(run_dir))
-    metrics["llm"] = {"eval_loss": {name: curve[-1][1] for name, curve in curves.items()}}
+    metrics["llm"] = {"eval_loss": final_evaluation_losses(read_log(run_dir))}
     atomic_write_json(os.path.join(out, "metrics.json"), metrics, indent=2)
     print(summary(metrics, _read_metrics(world), codes), flush=True)
     return metrics

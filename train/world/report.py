@@ -10,7 +10,7 @@ from PIL import Image
 
 from emu3.atomic import atomic_write, atomic_write_json
 
-from train.trainer import evaluation_curves, read_log
+from train.trainer import evaluation_curves, final_evaluation_losses, read_log
 
 from . import dataset, evaluate, probe, shapes
 
@@ -29,21 +29,23 @@ def _img(image, title="", scale=2):
     return f'<img src="{_png(image, scale)}" title="{html.escape(title)}">'
 
 
-def _loss_figure(vq_log, llm_log):
+def _points(records, key):
+    return [(r["step"], r[key]) for r in records if r.get(key) is not None]
+
+
+def _loss_figure(vq_log, llm_log, evaluated):
+    """The training losses, and the LLM's evaluation curves (``evaluation_curves``) when it was evaluated."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(vq_log, {key: [(r["step"], r[key]) for r in vq_log if r.get(key) is not None]
-                        for key in ("loss", "reconstruction")}, "vision tokenizer"),
-              (llm_log, {"loss": [(r["step"], r["loss"]) for r in llm_log if r.get("loss") is not None]},
-               "Emu3 LLM (T2I + VQA)")]
-    evaluated = evaluation_curves(llm_log)
+    panels = [({key: _points(vq_log, key) for key in ("loss", "reconstruction")}, "vision tokenizer"),
+              ({"loss": _points(llm_log, "loss")}, "Emu3 LLM (T2I + VQA)")]
     if evaluated:
-        panels.append((llm_log, evaluated, "Emu3 LLM on the evaluation pictures"))
+        panels.append((evaluated, "Emu3 LLM on the evaluation pictures"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.2))
-    for ax, (_, curves, title) in zip(axes, panels):
+    for ax, (curves, title) in zip(axes, panels):
         colours = {}  # a set's seen and held-out curves share a colour: solid seen, dashed held-out
         for key, points in curves.items():
             if points:
@@ -100,7 +102,7 @@ def evaluate_and_report(out, timings, seed):
         "codes": codes,
         "llm": {"training_steps": llm_log[-1]["step"] if llm_log else None,
                 "final_loss": next((r["loss"] for r in reversed(llm_log) if "loss" in r), None),
-                "eval_loss": {name: curve[-1][1] for name, curve in evaluation_curves(llm_log).items()}},
+                "eval_loss": final_evaluation_losses(llm_log)},
         "stage_seconds": timings,
     }
     atomic_write_json(os.path.join(out, "metrics.json"), metrics, indent=2)
@@ -124,7 +126,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:center}}</style>
 <p>A vision tokenizer and an Emu3 LLM trained from scratch on this machine on pictures of one shape on a plain
 background. Held-out colour &times; shape pairs ({', '.join(f'{c} {s}' for c, s in shapes.HELD_OUT)}) never appear in
 training. Pictures are scored by reading back colour, shape, size and background from the pixels.</p>
-<h2>Losses</h2>{_img(_loss_figure(vq_log, llm_log), 'training losses', scale=1)}
+<h2>Losses</h2>{_img(_loss_figure(vq_log, llm_log, evaluation_curves(llm_log)), 'training losses', scale=1)}
 {_evaluation_note(metrics["llm"]["eval_loss"])}
 <h2>Vision tokenizer: reconstructions</h2>
 <p>PSNR {recon['psnr']:.2f} dB, SSIM {recon['ssim']:.3f} on {len(records)} evaluation pictures; the scorer reads
