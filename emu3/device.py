@@ -163,7 +163,7 @@ class FusedJit:
     intermediates when GroupNorm/SiLU/residual chains are fused (less time, a third of the memory), and the
     optimizer update of training is one long elementwise chain. Fused kernels take longer to compile the first
     time for a new shape (then they load from ``kernel_cache_dir()``), so a graph whose shape changes with every
-    input (an LLM prefill) is better compiled without. Measured figures: README, "Design notes".
+    input (an LLM prefill) is better compiled without. Measured figures: docs/design.md.
 
     Graphs in fp16/bf16 are compiled without fusion: AKG on CPU fails on them (printing pages of its compiler's
     stack before the fallback below catches it). ``low_precision`` says whether the graph is one; by default it

@@ -72,7 +72,7 @@ class ClippedUpdate:
 
     Two compiled graphs, the norm then the update: in one graph, the update depending on a reduction over every
     gradient compiles superlinearly in the parameter count (for a vision tokenizer of 285 parameters, several times
-    longer than the two graphs together: README, "Design notes"). ``squared_norm(grads)``: the sum of squares of the
+    longer than the two graphs together: docs/design.md). ``squared_norm(grads)``: the sum of squares of the
     still loss-scaled gradients over every rank's shards (default ``squared_sum``; the norm is unscaled once, not
     each gradient); ``fused``: compile both with operator fusion where available (``emu3.device.FusedJit``: they
     are long elementwise chains over the weights and gradients).
@@ -125,7 +125,7 @@ class TrainStep:
     available (``emu3.device.FusedJit``; fp32 only): the update is elementwise work over every parameter (~20
     passes over the weights unfused), and around the matmuls of forward + backward are hundreds of elementwise
     kernels (RMSNorm, RoPE, SwiGLU and their gradients); fused, the tiny world's LLM step took 30 % less time and
-    the 56 M model's 40 % less (README, "Speed"). ``guard_overflow`` (fp16 /
+    the 56 M model's 40 % less (docs/design.md). ``guard_overflow`` (fp16 /
     loss scaling) checks the gradients for inf/NaN in the first graph; an overflowing step is then skipped on the
     host, so the update graph has no branch (and AKG, which cannot compile a broadcast Select, fuses it). Without
     it the update is unconditional, as torch's.

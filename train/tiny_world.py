@@ -46,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--vq-codebook-seeding", choices=("random", "kmeans++"), default="random",
                    help="how the vision tokenizer's initial and restarted codes are drawn from latents (its "
-                   "--codebook_seeding; README, 'Tried': kmeans++ draws colour better, not shape)")
+                   "--codebook_seeding; docs/tiny-world.md, 'Tried': kmeans++ draws colour better, not shape)")
     p.add_argument("--npus", type=int, choices=(1, 2), default=1,
                    help="LLM training processes: 2 runs data parallelism over 2 msrun workers (slower on 2 cores)")
     args = p.parse_args(argv)

@@ -14,8 +14,8 @@ latents of the current batch. Which latents: ``seeding="random"`` (the default) 
 k-means++ seeds its centres. Uniform draws follow the data, and in pictures that are mostly plain background most
 land on near-identical background latents: the tiny world's tokenizer spends 154 distinct codes on its plain
 background cells (6.4 bits per cell that the LLM must learn and that say nothing), 107 with k-means++ seeding. The
-LLM's loss is then lower and its drawings' colour better, but its shapes were not (two seeds each; README, "The
-tiny world"), so the default stays.
+LLM's loss is then lower and its drawings' colour better, but its shapes were not (two seeds each; docs/tiny-world.md,
+"Tried"), so the default stays.
 """
 
 import numpy as np

@@ -12,7 +12,7 @@ Design for speed (see ``GenerationMixin.generate``):
   front, doubled if a generation outgrows it), so every decode step has the same input shapes: in
   ``mode="graph"`` one ``mindspore.jit`` graph serves every step (plus one for the prefill), and a step costs
   the same at token 10 and token 8000. On CPU that step graph is compiled with operator fusion
-  (``emu3.device.FusedJit``): its elementwise chains become single kernels (figures in the README).
+  (``emu3.device.FusedJit``): its elementwise chains become single kernels (figures in docs/design.md).
   Cells, caches and graphs are kept on the model between calls, so a second ``generate`` with the same shapes
   compiles nothing (``generation_steps_kept`` shapes per role). The 2-D attention mask is built once at the
   cache length with the generated slots already set to 1 (the causal part of the mask hides the slots not yet

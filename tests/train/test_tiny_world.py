@@ -144,8 +144,8 @@ def test_an_interrupted_stage_runs_again_and_counts_its_earlier_time(tmp_path, m
 
 @pytest.mark.parametrize("shortened", [False, True])
 def test_stages_compile_only_when_the_work_pays_for_it(tmp_path, monkeypatch, shortened):
-    """The default world compiles the vision tokenizer's training and the prepare scripts' encoder (README, design
-    notes: 'Compiling pays only for long work'); the suite's shortened world runs them op by op."""
+    """The default world compiles the vision tokenizer's training and the prepare scripts' encoder (docs/design.md:
+    'Compiling pays only for long work'); the suite's shortened world runs them op by op."""
     flags = ["--output-dir", str(tmp_path), "--train-per-combination", "2", "--vq-steps", "8"] if shortened else \
         ["--output-dir", str(tmp_path)]
     world = tiny_world.World(tiny_world.parse_args(flags))
