@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tiny world, end to end on this machine (5-11 min on 2 CPU cores; budget 15): 64x64 synthetic shape pictures,
+# The tiny world, end to end on this machine (5-13 min on 2 CPU cores; budget 15): 64x64 synthetic shape pictures,
 # a vision tokenizer and an Emu3 LLM trained from scratch with this project's training scripts, text-to-image with
 # CFG and question answering measured on held-out combinations; report in outputs/tiny-world/report.html.
 #   OUTPUT_DIR   where everything goes (default outputs/tiny-world)

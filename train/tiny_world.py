@@ -36,14 +36,16 @@ SETTINGS = ("train_per_combination", "eval_per_combination", "vq_steps", "llm_st
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="train/tiny_world.py", description=__doc__.split("\n\n")[0],
-                                allow_abbrev=False)
-    p.add_argument("--output-dir", default="outputs/tiny-world")
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    p.add_argument("--output-dir", default="outputs/tiny-world",
+                   help="where the world, its checkpoints, report.html and metrics.json go (scripts/tiny_world.sh: "
+                   "OUTPUT_DIR); an existing world made with other settings is refused")
     p.add_argument("--train-per-combination", type=int, default=30,
-                   help="training pictures per (size, colour, shape, background) seen in training (default 30)")
+                   help="training pictures per (size, colour, shape, background) seen in training")
     p.add_argument("--eval-per-combination", type=int, default=2, help="evaluation pictures per combination")
     p.add_argument("--vq-steps", type=int, default=240, help="vision tokenizer training steps (batch 8)")
     p.add_argument("--llm-steps", type=int, default=800, help="LLM training steps (batch 16)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="initialisation and data order of both models")
     p.add_argument("--vq-codebook-seeding", choices=("random", "kmeans++"), default="random",
                    help="how the vision tokenizer's initial and restarted codes are drawn from latents (its "
                    "--codebook_seeding; docs/tiny-world.md, 'Tried': kmeans++ draws colour better, not shape)")
