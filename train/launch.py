@@ -165,12 +165,24 @@ def _run_quietly(command):
                           bufsize=1) as proc:
         stopper = threading.Timer(_SCHEDULER_GRACE_S, _stop_scheduler, [proc.pid])
         stopper.daemon = True
+        held, in_msrun_traceback = None, False  # msrun's own traceback, after a worker failed: our message says it
         for line in proc.stdout:
             found = failed.search(line)
             if found:
                 exits.append((int(found.group(1)), int(found.group(2))))
                 if len(exits) == 1:
                     stopper.start()
+            if held is not None:  # a "Traceback" line: msrun's if the next line is in msrun's own files
+                in_msrun_traceback = "msrun" in line or "mindspore/parallel/cluster" in line
+                if not in_msrun_traceback:
+                    sys.stdout.write(held)
+                held = None
+            elif exits and line.startswith("Traceback (most recent call last)"):
+                held = line
+                continue
+            if in_msrun_traceback:
+                in_msrun_traceback = not line.startswith("RuntimeError: Distributed job exited")
+                continue
             if not chatter.match(line):
                 sys.stdout.write(line)
                 sys.stdout.flush()
@@ -225,11 +237,16 @@ def main(argv=None):
         return _error(problem)
     if npus == 1:
         return subprocess.call([sys.executable, script, *train_args])
-    # The flags are checked here, once: under msrun each rank would print the same usage into its log and the
-    # launch would end with "a worker stopped".
+    # The flags and what they point at are checked here, once, without MindSpore: under msrun each rank would
+    # print the same error into its log after loading MindSpore, and the launch would end ~25 s later.
     from train.arguments import parse_args
+    from train.preflight import check_run
 
-    parse_args(train_args)  # exits with the error (code 2), as train/train.py would
+    try:
+        check_run(parse_args(train_args), sp)  # a wrong flag exits with its usage (code 2), as train/train.py would
+    except (FileNotFoundError, ValueError) as e:
+        hint = " (the scripts take it from SP=, and NPUS=)" if str(e).startswith("--sequence_parallel_shards") else ""
+        return _error(f"{e}{hint}")
     port = int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else free_port()
     if port_in_use(port):
         return _error(f"MASTER_PORT {port} is in use (another training run?): pick a free one, or leave MASTER_PORT "

@@ -18,9 +18,9 @@ import mindspore as ms
 
 from emu3.atomic import atomic_path, atomic_write, atomic_write_json
 from emu3.device import select_device
-from emu3.mllm import Emu3Config, Emu3ForCausalLM, Emu3Tokenizer
+from emu3.mllm import Emu3ForCausalLM, Emu3Tokenizer
 from emu3.nn.precision import PrecisionPolicy, apply_precision
-from emu3.parallel.sequence_parallel import check_sequence_parallel, split_sequence
+from emu3.parallel.sequence_parallel import split_sequence
 from emu3.parallel.zero import shard_rows
 
 from .arguments import eval_sets
@@ -30,6 +30,7 @@ from .checkpointing import (PARAM_PREFIX, ModelExport, Ranks, check_resumable, c
 from .data import SFTDataset, batches, next_token_targets
 from .optim import AdamW
 from .parallelize import init_parallel, parallelize
+from .preflight import check_model_folder, eval_flag, run_config
 from .schedules import learning_rates
 from .sequences import IGNORE_INDEX, SequenceBuilder, supervision_from_flags
 from .step import TrainStep
@@ -86,7 +87,7 @@ class Trainer:
         self.eval_datasets = {}  # metric prefix ("eval", "eval_NAME") -> dataset, as HF's dict of eval datasets
         for name, folders in eval_sets(args.eval_data_path or []).items():
             prefix = "eval" if name is None else f"eval_{name}"
-            flag = "--eval_data_path" if name is None else f"--eval_data_path {name}="
+            flag = eval_flag(name)
             try:
                 self.eval_datasets[prefix] = SFTDataset(folders, builder, self.config.max_position_embeddings,
                                                         log=lambda message, flag=flag: log(f"{flag}: {message}"))
@@ -109,8 +110,10 @@ class Trainer:
     # ---- setup -------------------------------------------------------------------------------------------------
     def _check_before_work(self):
         a = self.args
-        if not os.path.isdir(a.model_name_or_path):
-            raise TrainingError(f"--model_name_or_path {a.model_name_or_path!r} is not a folder")
+        try:
+            check_model_folder(a)
+        except FileNotFoundError as e:
+            raise TrainingError(str(e)) from None
         if os.path.exists(a.output_dir) and not os.path.isdir(a.output_dir):
             raise TrainingError(f"--output_dir {a.output_dir!r} exists and is not a folder")
         os.makedirs(a.output_dir, exist_ok=True)
@@ -142,20 +145,11 @@ class Trainer:
     def _load_config(self):
         a = self.args
         try:
-            config = Emu3Config.from_pretrained(a.model_name_or_path)
+            config = run_config(a, self.sp.size)
         except (FileNotFoundError, ValueError) as e:
             raise TrainingError(str(e)) from None
-        # As the original: an explicit flag overrides the config, otherwise the flag takes the config's value.
-        for name in ("image_area", "max_position_embeddings"):
-            value = getattr(a, name)
-            if value is not None:
-                setattr(config, name, value)
-            setattr(a, name, getattr(config, name))
-        if self.sp.size > 1:
-            try:
-                check_sequence_parallel(config, self.sp.size, config.max_position_embeddings)
-            except ValueError as e:
-                raise TrainingError(str(e)) from None
+        # As the original: a flag left unset takes the config's value.
+        a.image_area, a.max_position_embeddings = config.image_area, config.max_position_embeddings
         if len(self.tokenizer) != config.vocab_size:
             raise TrainingError(f"the tokenizer has {len(self.tokenizer)} tokens but the model has "
                                 f"{config.vocab_size} embeddings: model and tokenizer do not belong together")

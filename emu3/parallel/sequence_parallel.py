@@ -20,23 +20,8 @@ from mindspore import nn, ops
 
 from ..mllm.modeling_emu3 import causal_mask
 from ..nn.attention import Attention, additive_mask
+from .checks import check_sequence_parallel
 from .collectives import AllToAll
-
-
-def check_sequence_parallel(config, size, sequence_length=None):
-    """Raise ValueError unless a model of ``config`` can run with ``size`` sequence-parallel ranks."""
-    problems = []
-    if config.num_attention_heads % size:
-        problems.append(f"num_attention_heads ({config.num_attention_heads})")
-    if config.num_key_value_heads % size:
-        problems.append(f"num_key_value_heads ({config.num_key_value_heads})")
-    if sequence_length is not None and sequence_length % size:
-        problems.append(f"the padded sequence length max_position_embeddings ({sequence_length})")
-    if problems:
-        raise ValueError(f"--sequence_parallel_shards {size} must divide {', '.join(problems)}: each rank takes an "
-                         "equal share of the heads and of the tokens; choose a divisor"
-                         + (" or change --max_position_embeddings" if sequence_length is not None
-                            and sequence_length % size else ""))
 
 
 class UlyssesAttention(nn.Cell):

@@ -16,7 +16,7 @@ from safetensors.numpy import load_file
 
 from emu3.mllm import Emu3ForCausalLM
 from train.arguments import parse_args
-from train.launch import _failed_rank
+from train.launch import _failed_rank, _run_quietly
 from train.trainer import Trainer, TrainingError
 from conftest import REPO
 
@@ -193,6 +193,7 @@ def test_a_killed_rank_stops_the_others_with_a_message(tmp_path, llm_dir, t2i_da
     # msrun alone waits out the dead rank's heartbeat (~30 s more); the launcher stops its scheduler instead.
     assert time.monotonic() - killed < 20, time.monotonic() - killed
     assert "distributed training stopped" in stderr and "rank 1" in stderr, stderr[-2000:]
+    assert "Traceback" not in stdout, stdout[-2000:]  # msrun's own traceback: the message above says it all
     assert _rank_process(0, str(out)) is None  # rank 0 did not stay behind, waiting on a collective
 
 
@@ -209,20 +210,43 @@ def test_a_failed_rank_is_named_with_its_error(tmp_path):
     assert _failed_rank(str(tmp_path))[:2] == ("0", "RuntimeError: collective timed out")
 
 
-def test_launch_errors_before_any_work(tmp_path, llm_dir):
+def test_msruns_own_traceback_is_left_out_after_a_worker_failed(capsys):
+    """msrun ends a failed launch with a traceback of its own (the launcher's message names the rank instead); a
+    worker's traceback, passed through by msrun, is kept."""
+    lines = ["step 1/4 loss 5.1", "Traceback (most recent call last):", '  File "train/train.py", line 3, in <module>',
+             "ValueError: a worker's own error",
+             "[ERROR] ME(1:2,MainProcess): Worker process 4343 exit with exception. Error code: 1.",
+             "Traceback (most recent call last):", '  File "/venv/bin/msrun", line 6, in <module>', "    sys.exit(main())",
+             "RuntimeError: Distributed job exited with exception. Please check logs in directory: logs.",
+             "after"]
+    code, exits = _run_quietly(["printf", "%s\\n", *lines])
+    assert code == 0 and exits == [(4343, 1)]
+    assert capsys.readouterr().out.splitlines() == lines[:5] + ["after"]
+
+
+def test_launch_errors_before_any_work(tmp_path, llm_dir, t2i_data):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
     try:
-        result = run_script("t2i_sft_seq_parallel.sh", tmp_path / "a", llm_dir, str(tmp_path), port=busy.getsockname()[1])
+        result = run_script("t2i_sft_seq_parallel.sh", tmp_path / "a", llm_dir, t2i_data, port=busy.getsockname()[1])
     finally:
         busy.close()
     assert result.returncode == 2 and "is in use" in result.stderr
-    result = run_script("vqa_sft_seq_parallel.sh", tmp_path / "b", llm_dir, str(tmp_path), npus=3, sp=2)
+    result = run_script("vqa_sft_seq_parallel.sh", tmp_path / "b", llm_dir, t2i_data, npus=3, sp=2)
     assert result.returncode == 2 and "NPUS=3 must be a positive multiple of SP=2" in result.stderr
-    # A wrong training flag: one error from the launcher, before msrun starts any rank.
-    result = run_script("t2i_sft_seq_parallel.sh", tmp_path / "c", llm_dir, str(tmp_path),
-                        extra=["--load_best_model_at_end", "True"])
-    assert result.returncode == 2 and result.stderr.count("usage:") == 1
-    assert "error: --load_best_model_at_end needs --eval_data_path" in result.stderr
-    assert not (tmp_path / "c").exists()
+    # A wrong training flag, or flags that point at the wrong things: one error from the launcher, before msrun
+    # starts any rank (which would each load MindSpore and print the same error), and nothing written.
+    wrong = {"--load_best_model_at_end needs --eval_data_path": (t2i_data, 2, ["--load_best_model_at_end", "True"]),
+             "--train_data_path: ": (str(tmp_path), 2, []),  # a folder, but not a prepared one
+             "--eval_data_path held_out=: ": (t2i_data, 2, ["--eval_data_path", f"held_out={tmp_path / 'nope'}"]),
+             # the tiny model has 4 query and 2 key-value heads
+             "--sequence_parallel_shards 4 must divide num_key_value_heads (2)": (t2i_data, 4, []),
+             "--sequence_parallel_shards 2 must divide the padded sequence length": (
+                 t2i_data, 2, ["--max_position_embeddings", "97"])}
+    for i, (message, (data, sp, extra)) in enumerate(wrong.items()):
+        result = run_script("t2i_sft_seq_parallel.sh", tmp_path / f"c{i}", llm_dir, data, npus=sp, sp=sp,
+                            extra=extra)
+        assert result.returncode == 2 and f"error: {message}" in result.stderr, (message, result.stderr[-2000:])
+        assert result.stderr.count("error:") == 1 and "msrun" not in result.stdout, message
+        assert not (tmp_path / f"c{i}").exists(), message
