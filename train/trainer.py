@@ -30,7 +30,7 @@ from .checkpointing import (PARAM_PREFIX, ModelExport, Ranks, check_resumable, c
 from .data import SFTDataset, batches, next_token_targets
 from .optim import AdamW
 from .parallelize import init_parallel, parallelize
-from .preflight import check_model_folder, eval_flag, run_config
+from .preflight import check_run, eval_flag, run_config
 from .schedules import learning_rates
 from .sequences import IGNORE_INDEX, SequenceBuilder, supervision_from_flags
 from .step import TrainStep
@@ -110,9 +110,9 @@ class Trainer:
     # ---- setup -------------------------------------------------------------------------------------------------
     def _check_before_work(self):
         a = self.args
-        try:
-            check_model_folder(a)
-        except FileNotFoundError as e:
+        try:  # what the flags point at, before anything is written
+            check_run(a, self.sp.size)
+        except (FileNotFoundError, ValueError) as e:
             raise TrainingError(str(e)) from None
         if os.path.exists(a.output_dir) and not os.path.isdir(a.output_dir):
             raise TrainingError(f"--output_dir {a.output_dir!r} exists and is not a folder")

@@ -216,7 +216,8 @@ def test_msruns_own_traceback_is_left_out_after_a_worker_failed(capsys):
     lines = ["step 1/4 loss 5.1", "Traceback (most recent call last):", '  File "train/train.py", line 3, in <module>',
              "ValueError: a worker's own error",
              "[ERROR] ME(1:2,MainProcess): Worker process 4343 exit with exception. Error code: 1.",
-             "Traceback (most recent call last):", '  File "/venv/bin/msrun", line 6, in <module>', "    sys.exit(main())",
+             "Traceback (most recent call last):", '  File "/venv/bin/msrun", line 6, in <module>',
+             "    sys.exit(main())",
              "RuntimeError: Distributed job exited with exception. Please check logs in directory: logs.",
              "after"]
     code, exits = _run_quietly(["printf", "%s\\n", *lines])

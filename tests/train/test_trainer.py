@@ -161,6 +161,9 @@ def test_unfinished_or_missing_data_and_wrong_task_flags(tmp_path, llm_dir, vqa_
     (tmp_path / "half").mkdir()
     with pytest.raises(TrainingError, match="did not finish"):
         Trainer(parse_args(flags(llm_dir, str(tmp_path / "half"), tmp_path / "a")))
+    with pytest.raises(TrainingError, match="--eval_data_path held_out=: '.*nope' is not a folder"):
+        Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "a", "--eval_data_path", f"held_out={tmp_path}/nope")))
+    assert not (tmp_path / "a").exists()  # refused before anything is written
     with pytest.raises(TrainingError, match="apply_loss_on_only_text True"):
         Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "b")))  # VQA data with the T2I default
     with pytest.raises(TrainingError, match="bf16 needs an Ascend"):
