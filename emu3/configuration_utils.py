@@ -33,7 +33,9 @@ class PretrainedConfig:
             with open(path, encoding="utf-8") as f:
                 config_dict = json.load(f)
         except FileNotFoundError:
-            raise FileNotFoundError(f"no {CONFIG_NAME} at {path!r}; pass the folder of a released or saved model") from None
+            what = f"{path!r} does not exist; pass a {CONFIG_NAME} or" if path == directory else \
+                f"no {CONFIG_NAME} at {path!r}; pass"
+            raise FileNotFoundError(f"{what} the folder of a released or saved model") from None
         except ValueError as e:
             raise ValueError(f"{path} is not valid JSON ({e})") from e
         if not isinstance(config_dict, dict):
