@@ -1,5 +1,6 @@
-"""What a training run's flags point at, checked without MindSpore: the model folder and its config with the
-flags' overrides, the sequence-parallel layout against that config, and the prepared data folders.
+"""What a training run's flags point at, checked without MindSpore: the model folder, its config with the flags'
+overrides and its tokenizer, the sequence-parallel layout against that config, and the prepared data folders (and
+their tasks against the loss flags).
 
 The trainer runs these as it starts; the msrun launcher (``train/launch.py``) runs them before starting any
 process, so a wrong folder or layout is one error within a second instead of one per rank after every rank has
@@ -8,9 +9,11 @@ loaded MindSpore. Every check raises ``ValueError`` or ``FileNotFoundError`` wit
 import os
 
 from emu3.mllm.configuration_emu3 import Emu3Config
+from emu3.mllm.tokenization_emu3 import Emu3Tokenizer
 from emu3.parallel.checks import check_sequence_parallel
 
 from .arguments import eval_sets
+from .sequences import check_supervision, supervision_from_flags
 from .shards import ShardReader
 
 
@@ -33,10 +36,25 @@ def run_config(args, sequence_parallel_size=1):
     return config
 
 
-def check_data(flag, folders):
-    """Raise unless ``folders`` are finished prepared folders (the message prefixed by ``flag``)."""
+def load_tokenizer(args, config):
+    """The model folder's tokenizer, checked to fit the config's vocabulary."""
     try:
-        ShardReader(folders)
+        tokenizer = Emu3Tokenizer.from_pretrained(args.model_name_or_path)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"the model folder has no usable tokenizer files ({e})") from None
+    if len(tokenizer) != config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model has {config.vocab_size} "
+                         "embeddings: model and tokenizer do not belong together")
+    return tokenizer
+
+
+def check_data(flag, folders, supervision):
+    """Raise unless ``folders`` are finished prepared folders whose tasks ``supervision`` has something to learn
+    in (the message prefixed by ``flag``)."""
+    try:
+        for info in ShardReader(folders).info:
+            if "task" in info:
+                check_supervision(supervision, info["task"])
     except (FileNotFoundError, ValueError) as e:
         raise type(e)(f"{flag}: {e}") from None
 
@@ -47,9 +65,11 @@ def eval_flag(name):
 
 
 def check_run(args, sequence_parallel_size=1):
-    """Every check above, in the order the trainer meets them -> the run's config."""
+    """Every check above, in the order the trainer meets them -> (config, tokenizer) of the run."""
     config = run_config(args, sequence_parallel_size)
-    check_data("--train_data_path", args.train_data_path)
+    tokenizer = load_tokenizer(args, config)
+    supervision = supervision_from_flags(args.apply_loss_on_only_vision, args.apply_loss_on_only_text)
+    check_data("--train_data_path", args.train_data_path, supervision)
     for name, folders in eval_sets(args.eval_data_path or []).items():
-        check_data(eval_flag(name), folders)
-    return config
+        check_data(eval_flag(name), folders, supervision)
+    return config, tokenizer

@@ -31,6 +31,16 @@ def supervision_from_flags(apply_loss_on_only_vision, apply_loss_on_only_text):
     return "vision" if apply_loss_on_only_vision else "response" if apply_loss_on_only_text else "all"
 
 
+def check_supervision(supervision, task):
+    """Raise ValueError when ``supervision`` leaves nothing to learn in samples of ``task``."""
+    if task == "t2i" and supervision == "response":
+        raise ValueError("a text-to-image sample has no response to supervise with --apply_loss_on_only_text; "
+                         "use --apply_loss_on_only_vision True (or both False to supervise every token)")
+    if task != "t2i" and supervision == "vision":
+        raise ValueError("a VQA/text sample has no visual tokens to supervise with --apply_loss_on_only_vision; "
+                         "pass --apply_loss_on_only_vision False --apply_loss_on_only_text True")
+
+
 class SequenceBuilder:
     """Builds (input_ids, labels) of one sample from a shard record; padding is added by ``padded``."""
 
@@ -61,13 +71,7 @@ class SequenceBuilder:
                 + rows.reshape(-1).tolist() + [self.eof, self.eoi])
 
     def check_task(self, task):
-        """Raise ValueError when this builder's supervision leaves nothing to learn in samples of ``task``."""
-        if task == "t2i" and self.supervision == "response":
-            raise ValueError("a text-to-image sample has no response to supervise with --apply_loss_on_only_text; "
-                             "use --apply_loss_on_only_vision True (or both False to supervise every token)")
-        if task != "t2i" and self.supervision == "vision":
-            raise ValueError("a VQA/text sample has no visual tokens to supervise with --apply_loss_on_only_vision; "
-                             "pass --apply_loss_on_only_vision False --apply_loss_on_only_text True")
+        check_supervision(self.supervision, task)
 
     def t2i(self, caption, grid):
         self.check_task("t2i")

@@ -18,7 +18,7 @@ import mindspore as ms
 
 from emu3.atomic import atomic_path, atomic_write, atomic_write_json
 from emu3.device import select_device
-from emu3.mllm import Emu3ForCausalLM, Emu3Tokenizer
+from emu3.mllm import Emu3ForCausalLM
 from emu3.nn.precision import PrecisionPolicy, apply_precision
 from emu3.parallel.sequence_parallel import split_sequence
 from emu3.parallel.zero import shard_rows
@@ -30,7 +30,7 @@ from .checkpointing import (PARAM_PREFIX, ModelExport, Ranks, check_resumable, c
 from .data import SFTDataset, batches, next_token_targets
 from .optim import AdamW
 from .parallelize import init_parallel, parallelize
-from .preflight import check_run, eval_flag, run_config
+from .preflight import check_run, eval_flag
 from .schedules import learning_rates
 from .sequences import IGNORE_INDEX, SequenceBuilder, supervision_from_flags
 from .step import TrainStep
@@ -73,9 +73,7 @@ class Trainer:
             raise TrainingError(str(e)) from None
         self.log = log if self.world.rank == 0 else _quiet
         log = self.log
-        self._check_before_work()
-        self.tokenizer = self._load_tokenizer()
-        self.config = self._load_config()
+        self.config, self.tokenizer = self._check_before_work()
         builder = SequenceBuilder(self.tokenizer, supervision_from_flags(args.apply_loss_on_only_vision,
                                                                          args.apply_loss_on_only_text))
         try:
@@ -109,11 +107,15 @@ class Trainer:
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _check_before_work(self):
+        """What the flags point at (train/preflight.py), then the output folder and the precision, before anything
+        is written -> (config, tokenizer) of the run."""
         a = self.args
-        try:  # what the flags point at, before anything is written
-            check_run(a, self.sp.size)
+        try:
+            config, tokenizer = check_run(a, self.sp.size)
         except (FileNotFoundError, ValueError) as e:
             raise TrainingError(str(e)) from None
+        # As the original: a flag left unset takes the config's value.
+        a.image_area, a.max_position_embeddings = config.image_area, config.max_position_embeddings
         if os.path.exists(a.output_dir) and not os.path.isdir(a.output_dir):
             raise TrainingError(f"--output_dir {a.output_dir!r} exists and is not a folder")
         os.makedirs(a.output_dir, exist_ok=True)
@@ -123,6 +125,7 @@ class Trainer:
             self.policy = PrecisionPolicy.for_device("fp16" if a.fp16 else "bf16" if a.bf16 else "fp32")
         except ValueError as e:
             raise TrainingError(f"--bf16: {e}") from None
+        return config, tokenizer
 
     def _best_metric_key(self):
         """The evaluation record key checkpoints are compared by (None: not compared)."""
@@ -135,25 +138,6 @@ class Trainer:
             raise TrainingError(f"--metric_for_best_model {key}: the evaluation logs {', '.join(available)}")
         self.greater_is_better = not key.endswith("loss") if a.greater_is_better is None else a.greater_is_better
         return key
-
-    def _load_tokenizer(self):
-        try:
-            return Emu3Tokenizer.from_pretrained(self.args.model_name_or_path)
-        except (FileNotFoundError, ValueError) as e:
-            raise TrainingError(f"the model folder has no usable tokenizer files ({e})") from None
-
-    def _load_config(self):
-        a = self.args
-        try:
-            config = run_config(a, self.sp.size)
-        except (FileNotFoundError, ValueError) as e:
-            raise TrainingError(str(e)) from None
-        # As the original: a flag left unset takes the config's value.
-        a.image_area, a.max_position_embeddings = config.image_area, config.max_position_embeddings
-        if len(self.tokenizer) != config.vocab_size:
-            raise TrainingError(f"the tokenizer has {len(self.tokenizer)} tokens but the model has "
-                                f"{config.vocab_size} embeddings: model and tokenizer do not belong together")
-        return config
 
     def _find_resume(self):
         a = self.args

@@ -225,7 +225,7 @@ def test_msruns_own_traceback_is_left_out_after_a_worker_failed(capsys):
     assert capsys.readouterr().out.splitlines() == lines[:5] + ["after"]
 
 
-def test_launch_errors_before_any_work(tmp_path, llm_dir, t2i_data):
+def test_launch_errors_before_any_work(tmp_path, llm_dir, vq_dir, t2i_data, vqa_data):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
@@ -241,6 +241,8 @@ def test_launch_errors_before_any_work(tmp_path, llm_dir, t2i_data):
     wrong = {"--load_best_model_at_end needs --eval_data_path": (t2i_data, 2, ["--load_best_model_at_end", "True"]),
              "--train_data_path: ": (str(tmp_path), 2, []),  # a folder, but not a prepared one
              "--eval_data_path held_out=: ": (t2i_data, 2, ["--eval_data_path", f"held_out={tmp_path / 'nope'}"]),
+             "--train_data_path: a VQA/text sample has no visual tokens": (vqa_data, 2, []),  # the T2I recipe's loss
+             "the model folder has no usable tokenizer files": (t2i_data, 2, ["--model_name_or_path", vq_dir]),
              # the tiny model has 4 query and 2 key-value heads
              "--sequence_parallel_shards 4 must divide num_key_value_heads (2)": (t2i_data, 4, []),
              "--sequence_parallel_shards 2 must divide the padded sequence length": (

@@ -158,16 +158,18 @@ def test_samples_that_do_not_fit_are_dropped_and_counted(tmp_path, llm_dir, t2i_
 
 
 def test_unfinished_or_missing_data_and_wrong_task_flags(tmp_path, llm_dir, vqa_data):
+    vqa_loss = ["--apply_loss_on_only_vision", "False", "--apply_loss_on_only_text", "True"]
     (tmp_path / "half").mkdir()
     with pytest.raises(TrainingError, match="did not finish"):
         Trainer(parse_args(flags(llm_dir, str(tmp_path / "half"), tmp_path / "a")))
     with pytest.raises(TrainingError, match="--eval_data_path held_out=: '.*nope' is not a folder"):
-        Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "a", "--eval_data_path", f"held_out={tmp_path}/nope")))
+        Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "a", *vqa_loss, "--eval_data_path",
+                                 f"held_out={tmp_path}/nope")))
     assert not (tmp_path / "a").exists()  # refused before anything is written
     with pytest.raises(TrainingError, match="apply_loss_on_only_text True"):
         Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "b")))  # VQA data with the T2I default
     with pytest.raises(TrainingError, match="bf16 needs an Ascend"):
-        Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "c", "--bf16", "True")))
+        Trainer(parse_args(flags(llm_dir, vqa_data, tmp_path / "c", *vqa_loss, "--bf16", "True")))
 
 
 def _loss_of(model_dir, data, tokenizer_dir):
