@@ -10,8 +10,9 @@ folder (``--model_name_or_path Emu3-VisionTokenizer``), on a folder of images or
 Losses (``train/vq_training.py``): L1 (or L2) reconstruction + codebook + commitment, straight-through estimator;
 the codebook is initialised from encoder latents when training from scratch and unused codes are restarted.
 Optional, off by default: an adversarial term (``--gan_weight``, a PatchGAN discriminator with hinge losses as
-VQGAN / MoVQ: ``train/vq_discriminator.py``). No perceptual (LPIPS) term: it needs pretrained VGG and LPIPS
-weights, which this project cannot fetch or test.
+VQGAN / MoVQ: ``train/vq_discriminator.py``) and a perceptual term (``--perceptual_weight``, LPIPS with VGG16 as
+VQGAN / MoVQ: ``train/vq_perceptual.py``; its weights file is made once by ``python -m train.lpips_weights`` where
+torchvision's VGG16 and the ``lpips`` package's weights can be downloaded).
 
 Outputs follow the LLM trainer: ``checkpoint-{step}/`` (the model in the released layout + optimizer and trainer
 state; an interrupted run resumes from the newest one when started again), and the final model in ``--output_dir``
@@ -33,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from train.arguments import _bool, add_adamw_arguments  # noqa: E402
 
-LOGGED_LOSSES = ("loss", "reconstruction", "codebook", "commitment", "adversarial", "discriminator")
+LOGGED_LOSSES = ("loss", "reconstruction", "codebook", "commitment", "perceptual", "adversarial", "discriminator")
 DISCRIMINATOR, DISCRIMINATOR_OPTIMIZER = "discriminator", "discriminator_optimizer"  # checkpoint name prefixes
 ARCHITECTURE_FIELDS = ("codebook_size", "embed_dim", "z_channels", "ch", "ch_mult", "num_res_blocks",
                        "attn_resolutions", "temporal_downsample_factor")
@@ -73,6 +74,12 @@ def build_parser():
     _bool(g, "--codebook_init_from_data", None,
           "initialise the codebook from encoder latents of the first batch (default: True from scratch, False "
           "when continuing a trained tokenizer)")
+    g.add_argument("--perceptual_weight", type=float, default=0.0,
+                   help="weight of the LPIPS (VGG16) distance between pictures and reconstructions, as VQGAN's "
+                   "perceptual_weight (default 0 = off); needs --perceptual_weights")
+    g.add_argument("--perceptual_weights", default=None, metavar="FILE.safetensors",
+                   help="VGG16 + LPIPS v0.1 weights, made once by `python -m train.lpips_weights --vgg "
+                   "vgg16-397923af.pth --lpips lpips/weights/v0.1/vgg.pth --out FILE.safetensors`")
     g.add_argument("--gan_weight", type=float, default=0.0,
                    help="weight of the adversarial (generator) loss of a PatchGAN discriminator trained alongside "
                    "(hinge losses, as VQGAN; default 0 = off, no discriminator)")
@@ -116,6 +123,23 @@ def parse_args(argv=None):
         p.error("--learning_rate must be positive")
     if args.output_init_scale < 0:
         p.error(f"--output_init_scale must be >= 0, got {args.output_init_scale}")
+    if args.perceptual_weight < 0:
+        p.error(f"--perceptual_weight must be >= 0, got {args.perceptual_weight}")
+    if args.perceptual_weight == 0 and args.perceptual_weights:
+        p.error("--perceptual_weights sets the perceptual term, which is off: add --perceptual_weight (e.g. 1.0)")
+    if args.perceptual_weight > 0:
+        from train.lpips_weights import MIN_IMAGE_SIZE, check_weights_file
+
+        if not args.perceptual_weights:
+            p.error("--perceptual_weight needs --perceptual_weights FILE.safetensors (VGG16 + LPIPS weights, made by "
+                    "`python -m train.lpips_weights`; see its --help)")
+        if args.image_size < MIN_IMAGE_SIZE:
+            p.error(f"--image_size {args.image_size} is too small for VGG16's four poolings (at least "
+                    f"{MIN_IMAGE_SIZE})")
+        try:
+            check_weights_file(args.perceptual_weights)
+        except ValueError as e:
+            p.error(str(e))
     if args.gan_weight < 0 or args.gan_start_step < 0:
         p.error("--gan_weight and --gan_start_step must be >= 0")
     adversarial_flags = [f"--{k}" for k in ("gan_start_step", "discriminator_layers", "discriminator_channels")
@@ -215,8 +239,14 @@ class VisionTokenizerTrainer:
         self.optimizer = AdamW(self.model.trainable_params(), a.weight_decay, (a.adam_beta1, a.adam_beta2),
                                a.adam_epsilon)
         self.discriminator = self._build_discriminator() if a.gan_weight > 0 else None
+        perceptual = None
+        if a.perceptual_weight > 0:
+            from train.vq_perceptual import load_lpips
+
+            perceptual = load_lpips(a.perceptual_weights)
         self.step_fn = VQTrainStep(VQTrainingLoss(self.model, a.codebook_weight, a.commitment_weight,
-                                                  a.reconstruction_loss, self.discriminator),
+                                                  a.reconstruction_loss, self.discriminator, perceptual,
+                                                  a.perceptual_weight),
                                    self.optimizer, a.max_grad_norm, compiled=a.mode == 0)
         if self.discriminator is not None:
             self.d_step = DiscriminatorStep(self.discriminator, self.d_optimizer, a.max_grad_norm, a.mode == 0)
@@ -337,10 +367,11 @@ class VisionTokenizerTrainer:
                       batch_perplexity=perplexity, codes_restarted=window.get("restarted", 0),
                       images_per_s=n * self.args.per_device_train_batch_size / elapsed)
         append_log(self.args.output_dir, record)
-        adversarial = "" if "adversarial" not in record else \
-            f", adversarial {record['adversarial']:.4f}, discriminator {record['discriminator']:.4f}"
+        extra = "" if "perceptual" not in record else f", perceptual {record['perceptual']:.4f}"
+        if "adversarial" in record:
+            extra += f", adversarial {record['adversarial']:.4f}, discriminator {record['discriminator']:.4f}"
         self.log(f"step {record['step']}/{self.total_steps} loss {record['loss']:.4f} (rec "
-                 f"{record['reconstruction']:.4f}, codebook {record['codebook']:.4f}{adversarial}) "
+                 f"{record['reconstruction']:.4f}, codebook {record['codebook']:.4f}{extra}) "
                  f"lr {record['lr']:.3g} codes used {usage:.0%} perplexity {perplexity:.1f} "
                  f"restarted {record['codes_restarted']} {record['images_per_s']:.1f} images/s")
 

@@ -32,14 +32,17 @@ SEEDINGS = ("random", "kmeans++")  # the trainers' --codebook_seeding choices
 
 class VQTrainingLoss(nn.Cell):
     """(pixels (B, 3, H, W) in [-1, 1], adversarial weight) -> (total loss, (reconstruction, codebook, commitment,
-    codes, latents, adversarial, reconstructed pixels)).
+    codes, latents, adversarial, perceptual, reconstructed pixels)).
 
     With a ``discriminator`` (``train/vq_discriminator.py``) and ``gan_weight`` > 0 (a Python number: compiled
     graphs take it as a constant, so the steps before the adversarial term starts run without the discriminator)
-    the total adds ``gan_weight`` x its generator loss; otherwise the adversarial loss is 0.
+    the total adds ``gan_weight`` x its generator loss; otherwise the adversarial loss is 0. With a ``perceptual``
+    cell (``train/vq_perceptual.py``: LPIPS, frozen) the total adds ``perceptual_weight`` x its mean distance between
+    the pictures and their reconstructions; otherwise the perceptual loss is 0.
     """
 
-    def __init__(self, model, codebook_weight=1.0, commitment_weight=0.25, reconstruction="l1", discriminator=None):
+    def __init__(self, model, codebook_weight=1.0, commitment_weight=0.25, reconstruction="l1", discriminator=None,
+                 perceptual=None, perceptual_weight=0.0):
         super().__init__()
         if reconstruction not in RECONSTRUCTION_LOSSES:
             raise ValueError(f"reconstruction loss must be one of {RECONSTRUCTION_LOSSES}, got {reconstruction!r}")
@@ -49,6 +52,8 @@ class VQTrainingLoss(nn.Cell):
         self.l1 = reconstruction == "l1"
         self.frames = model.config.temporal_downsample_factor
         self.discriminator = discriminator
+        self.perceptual = perceptual
+        self.perceptual_weight = float(perceptual_weight)
 
     def construct(self, pixels, gan_weight=0.0):
         b, c, h, w = pixels.shape
@@ -63,11 +68,15 @@ class VQTrainingLoss(nn.Cell):
         diff = recon - pixels.astype(ms.float32)
         reconstruction = ops.abs(diff).mean() if self.l1 else (diff ** 2).mean()
         total = reconstruction + self.codebook_weight * codebook + self.commitment_weight * commitment
+        perceptual = ops.zeros((), ms.float32)
+        if self.perceptual is not None:
+            perceptual = self.perceptual(recon, pixels).mean()
+            total = total + self.perceptual_weight * perceptual
         adversarial = ops.zeros((), ms.float32)
         if self.discriminator is not None and gan_weight > 0:
             adversarial = generator_loss(self.discriminator(recon))
             total = total + gan_weight * adversarial
-        return total, (reconstruction, codebook, commitment, codes, z, adversarial, recon)
+        return total, (reconstruction, codebook, commitment, codes, z, adversarial, perceptual, recon)
 
 
 class CodebookKeeper:
@@ -163,7 +172,7 @@ def codebook_usage(codes, codebook_size):
 
 class VQTrainStep:
     """``step(pixels, lr, gan_weight=0)`` -> (losses {loss, reconstruction, codebook, commitment[, adversarial when
-    gan_weight > 0]}, codes, latents, grad_norm, reconstructed pixels).
+    gan_weight > 0][, perceptual with the perceptual term]}, codes, latents, grad_norm, reconstructed pixels).
 
     Compiled as the LLM's TrainStep: forward + backward (returning the codes and latents the CodebookKeeper
     needs), then clipping + AdamW (``ClippedUpdate``). ``compiled=False`` runs both op by op with the same numbers.
@@ -172,6 +181,7 @@ class VQTrainStep:
     def __init__(self, loss, optimizer, max_grad_norm=1.0, compiled=True):
         self.optimizer = optimizer
         self.adversarial = loss.discriminator is not None
+        self.perceptual = loss.perceptual is not None
         self._grad = ms.value_and_grad(loss, None, optimizer.params, has_aux=True)
         self._forward_backward = ms.jit(self._grads) if compiled else self._grads
         # No operator fusion for the update: on the CPU, AdamW's in-place kernel makes it one kernel per parameter
@@ -185,11 +195,13 @@ class VQTrainStep:
         return (total,) + tuple(aux) + tuple(grads)
 
     def step(self, pixels, lr, gan_weight=0.0):
-        total, reconstruction, codebook, commitment, codes, latents, adversarial, recon, *grads = \
+        total, reconstruction, codebook, commitment, codes, latents, adversarial, perceptual, recon, *grads = \
             self._forward_backward(Tensor(pixels, ms.float32), float(gan_weight))
         norm = self._update(lr, 1.0, grads)
         losses = {"loss": float(total.asnumpy()), "reconstruction": float(reconstruction.asnumpy()),
                   "codebook": float(codebook.asnumpy()), "commitment": float(commitment.asnumpy())}
         if self.adversarial and gan_weight > 0:  # only while the term is part of the objective
             losses["adversarial"] = float(adversarial.asnumpy())
+        if self.perceptual:
+            losses["perceptual"] = float(perceptual.asnumpy())
         return losses, codes, latents, float(norm.asnumpy()), recon

@@ -221,10 +221,10 @@ def test_vq_training_loss_reaches_the_encoder_through_the_quantiser():
     keeper = CodebookKeeper(model.quantize.embedding.weight, restart_every=1)
     keeper.initialise(model.encode_latents(pixels.reshape(2, 1, 3, 16, 16), 4))
     params = model.trainable_params()
-    (total, (rec, codebook, commitment, codes, latents, adversarial, _)), grads = ms.value_and_grad(
+    (total, (rec, codebook, commitment, codes, latents, adversarial, perceptual, _)), grads = ms.value_and_grad(
         loss, None, params, has_aux=True)(pixels)
     named = {p.name.split("model.", 1)[-1]: g for p, g in zip(params, grads)}  # the loss Cell may prefix names
-    assert np.isfinite(float(total)) and float(total) > float(rec) > 0 and float(adversarial) == 0
+    assert np.isfinite(float(total)) and float(total) > float(rec) > 0 and float(adversarial) == float(perceptual) == 0
     # straight-through: the reconstruction reaches the encoder's first conv; the codebook loss reaches the codebook
     assert np.abs(named["encoder.conv_in.weight"].asnumpy()).sum() > 0
     assert np.abs(named["quantize.embedding.weight"].asnumpy()).sum() > 0
