@@ -186,6 +186,8 @@ def _run_quietly(command):
             if not chatter.match(line):
                 sys.stdout.write(line)
                 sys.stdout.flush()
+        if held is not None:  # the output ended on it
+            sys.stdout.write(held)
     stopper.cancel()
     return proc.returncode, exits
 
@@ -245,7 +247,8 @@ def main(argv=None):
     try:
         check_run(parse_args(train_args), sp)  # a wrong flag exits with its usage (code 2), as train/train.py would
     except (FileNotFoundError, ValueError) as e:
-        hint = " (the scripts take it from SP=, and NPUS=)" if str(e).startswith("--sequence_parallel_shards") else ""
+        hint = " (for the scripts: SP=DIVISOR, with NPUS a multiple of it)" if str(e).startswith(
+            "--sequence_parallel_shards") else ""
         return _error(f"{e}{hint}")
     port = int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else free_port()
     if port_in_use(port):
