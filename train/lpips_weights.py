@@ -106,7 +106,8 @@ def main(argv=None):
     for flag in ("vgg", "lpips"):
         if not os.path.isfile(getattr(args, flag)):
             p.error(f"--{flag} {getattr(args, flag)!r} is not a file")
-    print(f"wrote {convert(args.vgg, args.lpips, args.out)}: the --perceptual_weights of train/train_vision_tokenizer.py")
+    out = convert(args.vgg, args.lpips, args.out)
+    print(f"wrote {out}: pass it as --perceptual_weights to train/train_vision_tokenizer.py")
     return 0
 
 
