@@ -30,12 +30,13 @@ MIN_IMAGE_SIZE = 16  # relu5_3 comes after four 2x2 poolings
 
 def weight_names():
     """{name: shape} of every tensor a perceptual weights file must hold."""
-    names = {}
+    names, width = {}, {}
     for index, cin, cout in VGG16_CONVS:
         names[f"features.{index}.weight"] = (cout, cin, 3, 3)
         names[f"features.{index}.bias"] = (cout,)
+        width[index] = cout
     for tap, index in enumerate(TAPS):
-        names[f"lin{tap}.model.1.weight"] = (1, dict((i, c) for i, _, c in VGG16_CONVS)[index], 1, 1)
+        names[f"lin{tap}.model.1.weight"] = (1, width[index], 1, 1)
     return names
 
 
